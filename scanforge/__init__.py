@@ -1,0 +1,20 @@
+"""scanforge: scan and top-k gather kernels generated from a small IR, tuned, exposed as torch ops.
+
+On a machine without CUDA, importing scanforge before triton sets ``TRITON_INTERPRET=1`` (unless
+set already): the Triton backend then runs its kernels interpreted on CPU tensors.
+"""
+
+import os
+import sys
+
+import torch
+
+if "triton" not in sys.modules and "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+
+from .ir import Direction, GatherSpec, GateMode, ScanSpec  # noqa: E402
+from .ops import selective_scan  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = ["Direction", "GatherSpec", "GateMode", "ScanSpec", "selective_scan", "__version__"]

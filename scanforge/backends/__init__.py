@@ -1,0 +1,49 @@
+"""The backend registry: names to backends, and the choice for a device when none is named."""
+
+from __future__ import annotations
+
+import torch
+
+from ..ir import ScanSpec
+from .base import Backend, ScanInputs
+from .reference import ReferenceBackend
+from .triton import TritonBackend
+
+__all__ = ["Backend", "ScanInputs", "get", "names", "available", "resolve"]
+
+_REGISTRY: dict[str, Backend] = {b.name: b for b in (TritonBackend(), ReferenceBackend())}
+
+#: Preference order when ``backend=None``: the tuned kernels of the device, then the reference.
+_PREFERENCE = {"cuda": ("triton", "numba_cuda", "reference"), "cpu": ("numba_cpu", "reference")}
+
+
+def names() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def get(name: str) -> Backend:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"backend: expected None or one of {sorted(_REGISTRY)}, got {name!r}") from None
+
+
+def available() -> list[Backend]:
+    """The registered backends whose libraries are installed on this machine."""
+    return [b for b in _REGISTRY.values() if b.unavailable_reason() is None]
+
+
+def resolve(name: str | None, spec: ScanSpec, device: torch.device) -> str:
+    """The backend to run ``spec`` on ``device``: ``name`` if given (an error if it cannot), else
+    the first of the device's preference list that is installed and implements the spec."""
+    if name is not None:
+        backend = get(name)
+        reason = backend.unavailable_reason() or backend.unsupported_reason(spec, device)
+        if reason:
+            raise NotImplementedError(f"backend {name!r} cannot run this scan: {reason}")
+        return name
+    for candidate in _PREFERENCE.get(device.type, ("reference",)):
+        backend = _REGISTRY.get(candidate)
+        if backend and not backend.unavailable_reason() and not backend.unsupported_reason(spec, device):
+            return candidate
+    return "reference"

@@ -1,0 +1,71 @@
+"""The interface every backend implements, and the argument bundles passed to it."""
+
+from __future__ import annotations
+
+import math
+import os
+from abc import ABC, abstractmethod
+from typing import NamedTuple
+
+import torch
+
+from ..ir import ScanSpec
+
+
+class ScanInputs(NamedTuple):
+    """Validated selective-scan inputs (shapes in :func:`scanforge.selective_scan`)."""
+
+    u: torch.Tensor
+    delta: torch.Tensor
+    A: torch.Tensor
+    B: torch.Tensor
+    C: torch.Tensor
+    D: torch.Tensor | None
+    z: torch.Tensor | None
+    delta_bias: torch.Tensor | None
+    gate: torch.Tensor | None
+    initial_state: torch.Tensor | None
+    gate_threshold: float
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor | None, ...]:
+        return self[:10]
+
+
+#: Names of the differentiable scan inputs, in the order of ScanInputs and of the gradients.
+SCAN_GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "gate", "initial_state")
+
+
+def poison_outputs() -> bool:
+    """``SCANFORGE_POISON=1`` makes backends fill outputs with NaN before kernels write them (tests)."""
+    return os.environ.get("SCANFORGE_POISON", "0") == "1"
+
+
+def new_output(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An output buffer the kernel fully overwrites: NaN-filled under SCANFORGE_POISON=1."""
+    if poison_outputs():
+        return torch.full(shape, math.nan, dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+class Backend(ABC):
+    """A way to run the kernel families. Stateless apart from caches of compiled kernels."""
+
+    name: str
+
+    def unavailable_reason(self) -> str | None:
+        """Why this backend cannot run on this machine (a missing library), or None."""
+        return None
+
+    def unsupported_reason(self, spec: ScanSpec, device: torch.device) -> str | None:
+        """Why this backend cannot run ``spec`` on ``device``, or None if it can."""
+        return None
+
+    @abstractmethod
+    def scan_forward(self, spec: ScanSpec, inputs: ScanInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(y, h_last)``: y like u (contiguous), h_last fp32 (batch, dim, N) or empty."""
+
+    @abstractmethod
+    def scan_backward(self, spec: ScanSpec, inputs: ScanInputs, dy: torch.Tensor,
+                      dh_last: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Gradients by input name (:data:`SCAN_GRAD_NAMES`), each like its input; absent ones omitted."""

@@ -1,0 +1,45 @@
+"""The reference backend: :mod:`scanforge.reference` in float64, cast back to the input dtypes."""
+
+from __future__ import annotations
+
+import torch
+
+from ..ir import ScanSpec
+from ..reference import selective_scan_ref
+from .base import SCAN_GRAD_NAMES, Backend, ScanInputs
+
+
+def _run(spec: ScanSpec, x: ScanInputs, tensors) -> tuple[torch.Tensor, ...]:
+    """``(y,)``, or ``(y, h_last)`` when the spec returns the last state; float64."""
+    u, delta, A, B, C, D, z, delta_bias, gate, h0 = tensors
+    out = selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, spec.softplus, direction=spec.direction,
+                             stride=spec.stride, gate=gate, gate_threshold=x.gate_threshold,
+                             gate_mode=spec.gate_mode, initial_state=h0,
+                             return_last_state=spec.return_last_state)
+    return out if spec.return_last_state else (out,)
+
+
+class ReferenceBackend(Backend):
+    name = "reference"
+
+    def scan_forward(self, spec, inputs):
+        out = _run(spec, inputs, inputs.tensors)
+        h_last = out[1] if spec.return_last_state else inputs.u.new_empty((0,))
+        return out[0].to(inputs.u.dtype), h_last.to(torch.float32)
+
+    def scan_backward(self, spec, inputs, dy, dh_last):
+        present = [name for name, t in zip(SCAN_GRAD_NAMES, inputs.tensors) if t is not None]
+        originals = [getattr(inputs, name) for name in present]
+
+        def outputs(*leaves):
+            tensors = dict(zip(SCAN_GRAD_NAMES, inputs.tensors)) | dict(zip(present, leaves))
+            return _run(spec, inputs, [tensors[name] for name in SCAN_GRAD_NAMES])
+
+        # torch.func, not torch.autograd: this runs inside a custom op, below the autograd dispatch key.
+        out, vjp = torch.func.vjp(outputs, *[t.detach().to(torch.float64) for t in originals])
+        cotangents = [dy.to(torch.float64)]
+        if spec.return_last_state:
+            no_dh = dh_last is None or not dh_last.numel()
+            cotangents.append(torch.zeros_like(out[1]) if no_dh else dh_last.to(torch.float64))
+        grads = vjp(tuple(cotangents))
+        return {name: g.to(t.dtype) for name, g, t in zip(present, grads, originals)}

@@ -1,0 +1,93 @@
+"""Triton backend: kernels rendered from ``templates/triton``; CPU tensors run them interpreted."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+from .. import codegen
+from ..configs import config_for
+from ..ir import ScanSpec
+from .base import Backend, ScanInputs, new_output
+
+
+def _module(spec: ScanSpec, inputs: ScanInputs):
+    config = config_for("triton", spec, tuple(inputs.u.shape) + (inputs.A.shape[1],))
+    return codegen.load(spec, "triton", config)
+
+
+def interpreted() -> bool:
+    """Whether triton was loaded in interpreter mode (TRITON_INTERPRET=1 when it was first imported).
+
+    Triton fixes the mode of its own library functions at import, so one process runs either
+    compiled kernels on CUDA tensors or interpreted kernels on CPU tensors, not both.
+    """
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(tl.sum, InterpretedFunction)
+
+
+class TritonBackend(Backend):
+    name = "triton"
+
+    def unavailable_reason(self):
+        if importlib.util.find_spec("triton") is None:
+            return "the triton package is not installed"
+        return None
+
+    def unsupported_reason(self, spec, device):
+        wanted = "cpu" if interpreted() else "cuda"
+        if device.type != wanted:
+            mode = ("interpreted (TRITON_INTERPRET=1 at import): CPU tensors only" if wanted == "cpu"
+                    else "compiled: CUDA tensors only; set TRITON_INTERPRET=1 before starting Python for CPU tensors")
+            return f"triton is loaded {mode}, got a tensor on {device}"
+        if not spec.is_plain_causal:
+            return (f"implements direction='causal' with stride=1 and no gate so far "
+                    f"(got direction={spec.direction.value!r}, stride={spec.stride}, gated={spec.gated})")
+        if spec.grouped:
+            return "does not implement grouped B/C (batch, G, N, L) yet"
+        return None
+
+    def scan_forward(self, spec, inputs):
+        u = inputs.u
+        batch, dim, L = u.shape
+        N = inputs.A.shape[1]
+        y = new_output((batch, dim, L), u.dtype, u.device)
+        h_last = (new_output((batch, dim, N), torch.float32, u.device) if spec.return_last_state
+                  else u.new_empty((0,), dtype=torch.float32))
+        _module(spec, inputs).launch_forward(*inputs.tensors[:8], inputs.initial_state, y, h_last)
+        return y, h_last
+
+    def scan_backward(self, spec, inputs, dy, dh_last):
+        u, A = inputs.u, inputs.A
+        batch, dim, L = u.shape
+        N = A.shape[1]
+        f32 = dict(dtype=torch.float32, device=u.device)
+        grads = {
+            "u": new_output(u.shape, u.dtype, u.device),
+            "delta": new_output(u.shape, inputs.delta.dtype, u.device),
+            "A": new_output((batch, dim, N), **f32),
+            "B": torch.zeros((batch, N, L), **f32),
+            "C": torch.zeros((batch, N, L), **f32),
+        }
+        if spec.has_D:
+            grads["D"] = new_output((batch, dim), **f32)
+        if spec.has_z:
+            grads["z"] = new_output(u.shape, inputs.z.dtype, u.device)
+        if spec.has_delta_bias:
+            grads["delta_bias"] = new_output((batch, dim), **f32)
+        if spec.has_initial_state:
+            grads["initial_state"] = new_output((batch, dim, N), **f32)
+        if spec.return_last_state and (dh_last is None or dh_last.numel() == 0):
+            dh_last = torch.zeros((batch, dim, N), **f32)
+        dh_last = dh_last.contiguous() if spec.return_last_state else None
+        _module(spec.adjoint(), inputs).launch_backward(*inputs.tensors[:8], inputs.initial_state, dy, dh_last,
+                                                        grads)
+        reduce_batch = {"A", "D", "delta_bias"}
+        result = {}
+        for name, g in grads.items():
+            like = getattr(inputs, name)
+            result[name] = (g.sum(0) if name in reduce_batch else g).to(like.dtype)
+        return result

@@ -1,0 +1,82 @@
+"""Kernel generation: render a spec + tuning config through a backend's templates, then load it.
+
+The rendered source is written to ``<cache dir>/kernels/<backend>/<family>_<hash>.py`` (named by
+the hash of its own text, written atomically) and imported from there, so a kernel a user runs is
+always a readable file, and rendering the same (spec, config) twice reuses the loaded module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Mapping
+from functools import lru_cache
+from importlib.resources import files
+from pathlib import Path
+from types import ModuleType
+
+import jinja2
+
+from .ir import GatherSpec, ScanSpec
+from .paths import cache_dir
+
+_ENTRY_TEMPLATE = {ScanSpec: "scan_module.j2", GatherSpec: "gather_module.j2"}
+_modules: dict[str, ModuleType] = {}
+_lock = threading.Lock()
+
+
+@lru_cache(maxsize=None)
+def _environment(backend: str) -> jinja2.Environment:
+    root = files("scanforge") / "templates" / backend
+    if not root.is_dir():
+        raise ValueError(f"backend {backend!r} has no templates (looked in {root})")
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(root)), trim_blocks=True, lstrip_blocks=True,
+                              keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+
+
+def family(spec: ScanSpec | GatherSpec) -> str:
+    """The kernel family of a spec, e.g. ``scan_fwd``: the unit of search spaces and defaults."""
+    return f"{'scan' if isinstance(spec, ScanSpec) else 'gather'}_{spec.phase.value}"
+
+
+def render(spec: ScanSpec | GatherSpec, backend: str, config: Mapping[str, object]) -> str:
+    """The kernel source (Python text) for ``spec`` on ``backend`` with tiling ``config``."""
+    template = _environment(backend).get_template(_ENTRY_TEMPLATE[type(spec)])
+    return template.render(spec=spec, config=dict(config))
+
+
+def source_path(spec: ScanSpec | GatherSpec, backend: str, source: str) -> Path:
+    digest = hashlib.sha256(source.encode()).hexdigest()[:20]
+    return cache_dir() / "kernels" / backend / f"{family(spec)}_{digest}.py"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".py")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def load(spec: ScanSpec | GatherSpec, backend: str, config: Mapping[str, object]) -> ModuleType:
+    """Render, write (once) and import the kernel module of ``spec`` with ``config``."""
+    source = render(spec, backend, config)
+    path = source_path(spec, backend, source)
+    key = str(path)
+    with _lock:
+        module = _modules.get(key)
+        if module is not None:
+            return module
+        if not path.exists() or path.read_text() != source:
+            _write_atomic(path, source)
+        name = f"scanforge_generated.{backend}.{path.stem}_{len(_modules)}"
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module  # triton resolves globals of jitted functions through the module
+        module_spec.loader.exec_module(module)
+        _modules[key] = module
+        return module

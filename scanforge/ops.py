@@ -1,0 +1,116 @@
+"""The public ops, registered with ``torch.library`` (autograd, fake tensors, ``torch.compile``).
+
+``scanforge::selective_scan`` and its backward are opaque custom ops; the backend is resolved in
+Python before the op is called and passed to it by name, so a compiled graph keeps its choice.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import backends
+from .backends.base import SCAN_GRAD_NAMES, ScanInputs
+from .ir import Direction, GateMode, ScanSpec
+from .validate import check_scan_args
+
+__all__ = ["selective_scan"]
+
+_DTYPE_NAME = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+def _spec(u, B, D, z, delta_bias, gate, initial_state, delta_softplus, direction, stride, gate_mode,
+          return_last_state) -> ScanSpec:
+    return ScanSpec(direction=Direction(direction), stride=stride, gated=gate is not None,
+                    gate_mode=GateMode(gate_mode), has_D=D is not None, has_z=z is not None,
+                    has_delta_bias=delta_bias is not None, softplus=delta_softplus, grouped=B.dim() == 4,
+                    dtype=_DTYPE_NAME[u.dtype], has_initial_state=initial_state is not None,
+                    return_last_state=return_last_state)
+
+
+@torch.library.custom_op("scanforge::selective_scan", mutates_args=())
+def _selective_scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+                       z: Tensor | None, delta_bias: Tensor | None, gate: Tensor | None,
+                       initial_state: Tensor | None, delta_softplus: bool, direction: str, stride: int,
+                       gate_threshold: float, gate_mode: str, return_last_state: bool,
+                       backend: str) -> tuple[Tensor, Tensor]:
+    spec = _spec(u, B, D, z, delta_bias, gate, initial_state, delta_softplus, direction, stride, gate_mode,
+                 return_last_state)
+    inputs = ScanInputs(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, gate_threshold)
+    return backends.get(backend).scan_forward(spec, inputs)
+
+
+@_selective_scan_op.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, delta_softplus, direction, stride,
+      gate_threshold, gate_mode, return_last_state, backend):
+    batch, dim, _ = u.shape
+    state_shape = (batch, dim, A.shape[1]) if return_last_state else (0,)
+    return torch.empty_like(u, memory_format=torch.contiguous_format), u.new_empty(state_shape, dtype=torch.float32)
+
+
+@torch.library.custom_op("scanforge::selective_scan_backward", mutates_args=())
+def _selective_scan_backward_op(dy: Tensor, dh_last: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
+                                C: Tensor, D: Tensor | None, z: Tensor | None, delta_bias: Tensor | None,
+                                gate: Tensor | None, initial_state: Tensor | None, delta_softplus: bool,
+                                direction: str, stride: int, gate_threshold: float, gate_mode: str,
+                                return_last_state: bool, backend: str) -> list[Tensor]:
+    """Gradients of every input in :data:`SCAN_GRAD_NAMES` order; an absent input gets an empty tensor."""
+    spec = _spec(u, B, D, z, delta_bias, gate, initial_state, delta_softplus, direction, stride, gate_mode,
+                 return_last_state)
+    inputs = ScanInputs(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, gate_threshold)
+    grads = backends.get(backend).scan_backward(spec, inputs, dy, dh_last)
+    empty = u.new_empty((0,))
+    return [grads.get(name, empty) for name in SCAN_GRAD_NAMES]
+
+
+@_selective_scan_backward_op.register_fake
+def _(dy, dh_last, u, delta, A, B, C, D, z, delta_bias, gate, initial_state, *args):
+    inputs = (u, delta, A, B, C, D, z, delta_bias, gate, initial_state)
+    return [u.new_empty((0,)) if t is None else torch.empty_like(t) for t in inputs]
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs[:10])
+    ctx.options = inputs[10:]
+
+
+def _backward(ctx, dy, dh_last):
+    saved = ctx.saved_tensors
+    grads = torch.ops.scanforge.selective_scan_backward(dy, dh_last, *saved, *ctx.options)
+    grads = [g if t is not None else None for g, t in zip(grads, saved)]
+    return (*grads, *([None] * len(ctx.options)))
+
+
+_selective_scan_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, *,
+                   direction="causal", stride=1, gate=None, gate_threshold=0.5, gate_mode="hard",
+                   initial_state=None, return_last_state=False, backend=None):
+    """Selective scan (Mamba's S6), the variants of :func:`scanforge.reference.selective_scan_ref`.
+
+    Args:
+        u, delta, z: ``[batch, dim, L]``, one floating dtype (float32, float16 or bfloat16).
+        A: ``[dim, N]`` (float32 or u's dtype). D, delta_bias: ``[dim]``.
+        B, C: ``[batch, N, L]`` or grouped ``[batch, G, N, L]`` (dim divisible by G), u's dtype or float32.
+        delta_softplus: ``dt = softplus(delta + delta_bias)`` instead of ``delta + delta_bias``.
+        direction: ``"causal"``, ``"reverse"`` or ``"bidirectional"`` (causal + reverse - D*u).
+        stride: k > 1 updates the state once per window of k steps (strided slow channel).
+        gate: ``[batch, L]`` in [0, 1]; the state updates where ``gate > gate_threshold``;
+            ``gate_mode="hard"`` (straight-through gradients) or ``"soft"``.
+        initial_state: ``[batch, dim, N]``, the state before the first step.
+        return_last_state: also return the final state ``[batch, dim, N]`` (float32).
+        backend: None (by device: tuned kernels, else the reference), ``"triton"``, ``"numba_cuda"``,
+            ``"numba_cpu"`` or ``"reference"``.
+
+    Returns:
+        ``y [batch, dim, L]`` in u's dtype, or ``(y, h_last)`` with ``return_last_state=True``.
+    """
+    spec = check_scan_args(u, delta, A, B, C, D, z, delta_bias, gate, initial_state,
+                           delta_softplus=delta_softplus, direction=direction, stride=stride,
+                           gate_threshold=gate_threshold, gate_mode=gate_mode, return_last_state=return_last_state)
+    name = backends.resolve(backend, spec, u.device)
+    y, h_last = torch.ops.scanforge.selective_scan(
+        u, delta, A, B, C, D, z, delta_bias, gate, initial_state, delta_softplus, spec.direction.value,
+        stride, float(gate_threshold), spec.gate_mode.value, return_last_state, name)
+    return (y, h_last) if return_last_state else y

@@ -1,0 +1,177 @@
+"""Float64 PyTorch references: the definition of every op's semantics.
+
+Every kernel of every backend is tested against these functions, and their autograd is the
+definition of the gradients. They are written for clarity, not speed: plain loops over time,
+everything in float64, results returned in float64.
+
+Notation (per batch b, channel d, state n, step t)::
+
+    dt_t  = softplus(delta_t + delta_bias)   if delta_softplus else   delta_t + delta_bias
+    dA_t  = exp(dt_t * A[d, n])
+    dBu_t = dt_t * B[n, t] * u_t
+    h_t   = dA_t * h_{t-1} + dBu_t                  (causal)
+    y_t   = sum_n C[n, t] * h_t + D * u_t ;  y_t *= silu(z_t) if z is given
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .ir import Direction, GateMode, Summary, Weight
+
+__all__ = ["selective_scan_ref", "selective_state_update_ref", "topk_gather_ref"]
+
+
+def _f64(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.to(torch.float64)
+
+
+def _per_channel(BC: torch.Tensor, dim: int) -> torch.Tensor:
+    """(batch, N, L) -> (batch, 1, N, L); grouped (batch, G, N, L) -> (batch, dim, N, L)."""
+    if BC.dim() == 3:
+        return BC.unsqueeze(1)
+    return BC.repeat_interleave(dim // BC.shape[1], dim=1)
+
+
+def _scan_one_way(u, dt, A, B, C, gate, gate_threshold, gate_mode, stride, h0):
+    """Causal scan core (no D, no z) with strided / gated pooling. Returns (y_core, h_last).
+
+    A step t "fires" (updates the state) when: stride=1 and no gate — always; stride=k — at the
+    last step of each window of k steps, and at t = L-1; gated — where gate_t > gate_threshold.
+    A firing step applies the update pooled over the window since the previous firing:
+    ``h <- exp(sum(dt) * A) * h + sum(dt) * mean(B) * mean(u)``; other steps hold h.
+    With a gate the state is mixed, ``h <- g * update + (1 - g) * h``, and the pooled window is
+    reset with ``acc <- (1 - g) * acc``: in "hard" mode g is the hard decision in the forward pass
+    and the straight-through estimator ``hard + gate - gate.detach()`` for the mix in the
+    backward (the reset stays hard); in "soft" mode g is the gate itself in both. A soft gate
+    that is exactly 0 or 1 therefore gives the hard result.
+    """
+    batch, dim, L = u.shape
+    h = torch.zeros(batch, dim, A.shape[1], dtype=torch.float64, device=u.device) if h0 is None else h0
+    acc_dt = torch.zeros(batch, dim, dtype=torch.float64, device=u.device)
+    acc_u = torch.zeros_like(acc_dt)
+    acc_B = torch.zeros(batch, B.shape[1], A.shape[1], dtype=torch.float64, device=u.device)
+    count = torch.zeros(batch, 1, dtype=torch.float64, device=u.device)
+    ys = []
+    for t in range(L):
+        acc_dt = acc_dt + dt[:, :, t]
+        acc_u = acc_u + u[:, :, t]
+        acc_B = acc_B + B[..., t]
+        count = count + 1
+        mean_u = acc_u / count
+        mean_B = acc_B / count.unsqueeze(-1)
+        update = torch.exp(acc_dt.unsqueeze(-1) * A) * h + (acc_dt * mean_u).unsqueeze(-1) * mean_B
+        if gate is None:
+            fire = (t + 1) % stride == 0 or t == L - 1
+            if fire:
+                h = update
+                acc_dt, acc_u, acc_B, count = acc_dt * 0, acc_u * 0, acc_B * 0, count * 0
+        else:
+            g_soft = gate[:, t : t + 1]
+            hard = (g_soft > gate_threshold).to(torch.float64)
+            if gate_mode is GateMode.HARD:
+                g_mix, g_reset = hard + g_soft - g_soft.detach(), hard
+            else:
+                g_mix = g_reset = g_soft
+            h = g_mix.unsqueeze(-1) * update + (1 - g_mix.unsqueeze(-1)) * h
+            keep = 1 - g_reset
+            acc_dt, acc_u, acc_B, count = acc_dt * keep, acc_u * keep, acc_B * keep.unsqueeze(-1), count * keep
+        ys.append((C[..., t] * h).sum(-1))
+    return torch.stack(ys, dim=-1), h
+
+
+def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, *,
+                       direction="causal", stride=1, gate=None, gate_threshold=0.5, gate_mode="hard",
+                       initial_state=None, return_last_state=False):
+    """Selective scan, computed in float64. Returns ``y`` or ``(y, h_last)``, both float64.
+
+    Shapes: ``u, delta, z: (batch, dim, L)``; ``A: (dim, N)``; ``B, C: (batch, N, L)`` or grouped
+    ``(batch, G, N, L)``; ``D, delta_bias: (dim,)``; ``gate: (batch, L)``;
+    ``initial_state, h_last: (batch, dim, N)``.
+
+    direction:
+      * ``"causal"``: the recurrence of the module docstring, t = 0 .. L-1.
+      * ``"reverse"``: the same with time flipped (t = L-1 .. 0); strided windows are cut from the
+        end, and ``initial_state`` is the state before step L-1.
+      * ``"bidirectional"``: ``causal + reverse - D*u`` (the skip term counted once); the z gate
+        multiplies the sum.
+    stride=k > 1 (strided slow channel): windows of k steps; one state update per window, at its
+    last step, with ``dt_w = sum(dt)``, ``mean(B)``, ``mean(u)``; the state is held in between and
+    ``y_t`` reads the latest state. gate (adaptive): see :func:`_scan_one_way`.
+    """
+    direction, gate_mode = Direction(direction), GateMode(gate_mode)
+    u64, A64, D64, z64 = _f64(u), _f64(A), _f64(D), _f64(z)
+    dt = _f64(delta) if delta_bias is None else _f64(delta) + _f64(delta_bias)[:, None]
+    if delta_softplus:
+        dt = F.softplus(dt)
+    Bc, Cc = _per_channel(_f64(B), u.shape[1]), _per_channel(_f64(C), u.shape[1])
+    gate64, h0 = _f64(gate), _f64(initial_state)
+
+    def one_way(reverse: bool):
+        flip = (lambda t: None if t is None else t.flip(-1)) if reverse else (lambda t: t)
+        y, h = _scan_one_way(flip(u64), flip(dt), A64, flip(Bc), flip(Cc), flip(gate64), gate_threshold,
+                             gate_mode, stride, h0)
+        return flip(y), h
+
+    if direction is Direction.BIDIRECTIONAL:
+        y = one_way(False)[0] + one_way(True)[0]
+        h_last = None
+    else:
+        y, h_last = one_way(direction is Direction.REVERSE)
+    if D64 is not None:
+        y = y + D64[:, None] * u64
+    if z64 is not None:
+        y = y * F.silu(z64)
+    return (y, h_last) if return_last_state else y
+
+
+def selective_state_update_ref(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False):
+    """One decode step, mamba-ssm's ``selective_state_update`` in float64 (functional).
+
+    Shapes: ``state: (batch, dim, N)``; ``x, dt, z: (batch, dim)``; ``A: (dim, N)``;
+    ``B, C: (batch, N)`` or grouped ``(batch, G, N)``; ``D, dt_bias: (dim,)``.
+    Returns ``(out, new_state)``: ``new_state = exp(dt*A) * state + dt * B * x``,
+    ``out = (sum_n C * new_state + D * x) * silu(z)``.
+    """
+    x64, A64 = _f64(x), _f64(A)
+    dt64 = _f64(dt) if dt_bias is None else _f64(dt) + _f64(dt_bias)
+    if dt_softplus:
+        dt64 = F.softplus(dt64)
+    Bc = _per_channel(_f64(B).unsqueeze(-1), x.shape[1]).squeeze(-1)
+    Cc = _per_channel(_f64(C).unsqueeze(-1), x.shape[1]).squeeze(-1)
+    new_state = torch.exp(dt64.unsqueeze(-1) * A64) * _f64(state) + (dt64 * x64).unsqueeze(-1) * Bc
+    out = (Cc * new_state).sum(-1)
+    if D is not None:
+        out = out + _f64(D) * x64
+    if z is not None:
+        out = out * F.silu(_f64(z))
+    return out, new_state
+
+
+def topk_gather_ref(x, k, scores=None, *, keep_order=True, summary=None, weight=None):
+    """Keep the k highest-scoring tokens of ``x: (batch, T, d)``, in float64.
+
+    ``scores: (batch, T)``, or None for the L2 norm of each token. Ties: the lower index wins.
+    ``keep_order=True`` returns the kept tokens in their original order, else by rank.
+    ``summary="mean"`` appends the mean of all T tokens; ``"mean_dropped"`` the mean of the T-k
+    dropped tokens (zeros when k == T). ``weight="sigmoid"`` multiplies each kept token by
+    ``sigmoid(score)`` (the summary token is not weighted). The selection itself carries no
+    gradient. Returns ``(out, idx)``: ``out: (batch, k [+1], d)`` float64, ``idx: (batch, k)`` int64.
+    """
+    summary = Summary.NONE if summary is None else Summary(summary)
+    weight = Weight.NONE if weight is None else Weight(weight)
+    x64 = _f64(x)
+    s = x64.norm(dim=-1) if scores is None else _f64(scores)
+    ranked = torch.sort(s.detach(), dim=1, descending=True, stable=True).indices[:, :k]
+    idx = torch.sort(ranked, dim=1).values if keep_order else ranked
+    out = x64.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    if weight is Weight.SIGMOID:
+        out = out * torch.sigmoid(s.gather(1, idx)).unsqueeze(-1)
+    if summary is Summary.MEAN:
+        out = torch.cat([out, x64.mean(dim=1, keepdim=True)], dim=1)
+    elif summary is Summary.MEAN_DROPPED:
+        kept = torch.zeros_like(s).scatter(1, idx, 1.0)
+        dropped = (x64 * (1 - kept).unsqueeze(-1)).sum(dim=1, keepdim=True)
+        out = torch.cat([out, dropped / max(x.shape[1] - k, 1)], dim=1)
+    return out, idx

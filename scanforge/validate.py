@@ -1,0 +1,111 @@
+"""Argument checks of the public ops: every rule raises before any kernel runs, naming the argument.
+
+Shapes and dtypes follow mamba-ssm (see :func:`scanforge.selective_scan`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .ir import Direction, GateMode, ScanSpec
+
+_INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_DTYPE_NAME = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+def _describe(t: torch.Tensor) -> str:
+    return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
+
+
+def _tensor(name: str, t, optional: bool = False) -> None:
+    if t is None and optional:
+        return
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor{' or None' if optional else ''}, got {type(t).__name__}")
+
+
+def _shape(name: str, t: torch.Tensor, expected: tuple, meaning: str) -> None:
+    if tuple(t.shape) != tuple(expected):
+        raise ValueError(f"{name}: expected shape {meaning} = {tuple(expected)}, got {_describe(t)}")
+
+
+def _dtype(name: str, t: torch.Tensor, allowed: tuple, why: str) -> None:
+    if t.dtype not in allowed:
+        names = ", ".join(str(d) for d in dict.fromkeys(allowed))
+        raise TypeError(f"{name}: expected dtype {names} ({why}), got {_describe(t)}")
+
+
+def check_scan_args(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, *, delta_softplus, direction,
+                    stride, gate_threshold, gate_mode, return_last_state) -> ScanSpec:
+    """Validate the arguments of :func:`scanforge.selective_scan` and return the kernel spec."""
+    for name, t in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C)):
+        _tensor(name, t)
+    for name, t in (("D", D), ("z", z), ("delta_bias", delta_bias), ("gate", gate),
+                    ("initial_state", initial_state)):
+        _tensor(name, t, optional=True)
+    if u.dim() != 3:
+        raise ValueError(f"u: expected a 3-d tensor (batch, dim, L), got {_describe(u)}")
+    _dtype("u", u, _INPUT_DTYPES, "u, delta and z share one floating dtype")
+    batch, dim, L = u.shape
+    if min(batch, dim, L) < 1:
+        raise ValueError(f"u: expected batch, dim and L >= 1, got {_describe(u)}")
+    _shape("delta", delta, u.shape, "(batch, dim, L) like u")
+    _dtype("delta", delta, (u.dtype,), "the dtype of u")
+    if z is not None:
+        _shape("z", z, u.shape, "(batch, dim, L) like u")
+        _dtype("z", z, (u.dtype,), "the dtype of u")
+    if A.dim() != 2 or A.shape[0] != dim or A.shape[1] < 1:
+        raise ValueError(f"A: expected shape (dim, N) with dim = {dim} and N >= 1, got {_describe(A)}")
+    _dtype("A", A, (torch.float32, u.dtype), "float32 or the dtype of u; complex A is not supported")
+    N = A.shape[1]
+    grouped = B.dim() == 4
+    for name, t in (("B", B), ("C", C)):
+        if t.dim() == 3:
+            _shape(name, t, (batch, N, L), "(batch, N, L)")
+        elif t.dim() == 4:
+            G = t.shape[1]
+            if G < 1 or dim % G:
+                raise ValueError(f"{name}: grouped (batch, G, N, L) needs dim = {dim} divisible by G, "
+                                 f"got {_describe(t)}")
+            _shape(name, t, (batch, G, N, L), "(batch, G, N, L)")
+        else:
+            raise ValueError(f"{name}: expected (batch, N, L) or grouped (batch, G, N, L), got {_describe(t)}")
+        _dtype(name, t, (u.dtype, torch.float32), "the dtype of u or float32")
+    if C.dim() != B.dim() or C.shape != B.shape:
+        raise ValueError(f"C: expected the layout of B {tuple(B.shape)}, got {_describe(C)}")
+    for name, t in (("D", D), ("delta_bias", delta_bias)):
+        if t is not None:
+            _shape(name, t, (dim,), "(dim,)")
+            _dtype(name, t, (torch.float32, u.dtype), "float32 or the dtype of u")
+    if gate is not None:
+        _shape("gate", gate, (batch, L), "(batch, L)")
+        _dtype("gate", gate, (torch.float32, u.dtype), "float32 or the dtype of u")
+    if initial_state is not None:
+        _shape("initial_state", initial_state, (batch, dim, N), "(batch, dim, N)")
+        _dtype("initial_state", initial_state, _INPUT_DTYPES, "a floating dtype")
+    for name, t in (("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z),
+                    ("delta_bias", delta_bias), ("gate", gate), ("initial_state", initial_state)):
+        if t is not None and t.device != u.device:
+            raise ValueError(f"{name}: expected the device of u ({u.device}), got {_describe(t)}")
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride: expected an int >= 1, got {stride!r}")
+    if not isinstance(delta_softplus, bool):
+        raise TypeError(f"delta_softplus: expected a bool, got {delta_softplus!r}")
+    if not isinstance(return_last_state, bool):
+        raise TypeError(f"return_last_state: expected a bool, got {return_last_state!r}")
+    if not isinstance(gate_threshold, (int, float)) or isinstance(gate_threshold, bool):
+        raise TypeError(f"gate_threshold: expected a float, got {gate_threshold!r}")
+    if direction not in {d.value for d in Direction} and not isinstance(direction, Direction):
+        raise ValueError(f"direction: expected one of {[d.value for d in Direction]}, got {direction!r}")
+    if gate_mode not in {m.value for m in GateMode} and not isinstance(gate_mode, GateMode):
+        raise ValueError(f"gate_mode: expected one of {[m.value for m in GateMode]}, got {gate_mode!r}")
+    if gate is not None and stride != 1:
+        raise ValueError(f"stride: a gated scan pools its windows from the gate; expected stride=1, got {stride}")
+    if Direction(direction) is Direction.BIDIRECTIONAL and (initial_state is not None or return_last_state):
+        raise ValueError("initial_state/return_last_state: a bidirectional scan has two states; "
+                         "they are defined for direction='causal' or 'reverse' only")
+    return ScanSpec(direction=Direction(direction), stride=stride, gated=gate is not None,
+                    gate_mode=GateMode(gate_mode), has_D=D is not None, has_z=z is not None,
+                    has_delta_bias=delta_bias is not None, softplus=delta_softplus, grouped=grouped,
+                    dtype=_DTYPE_NAME[u.dtype], has_initial_state=initial_state is not None,
+                    return_last_state=return_last_state)

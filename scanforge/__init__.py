@@ -12,7 +12,7 @@ import torch
 if "triton" not in sys.modules and "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 
-from .ir import Direction, GatherSpec, GateMode, ScanSpec  # noqa: E402
+from .ir import Direction, GateMode, GatherSpec, ScanSpec  # noqa: E402
 from .ops import selective_scan  # noqa: E402
 
 __version__ = "0.1.0"

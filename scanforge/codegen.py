@@ -14,7 +14,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cache
 from importlib.resources import files
 from pathlib import Path
 from types import ModuleType
@@ -29,7 +29,7 @@ _modules: dict[str, ModuleType] = {}
 _lock = threading.Lock()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _environment(backend: str) -> jinja2.Environment:
     root = files("scanforge") / "templates" / backend
     if not root.is_dir():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from functools import lru_cache
+from functools import cache
 from importlib.resources import files
 
 from .codegen import family
@@ -15,7 +15,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-@lru_cache(maxsize=None)
+@cache
 def search_space_file(backend: str) -> dict:
     """The parsed ``autotune/<backend>.toml``; a malformed file is an error naming it."""
     path = files("scanforge") / "autotune" / f"{backend}.toml"

@@ -11,22 +11,9 @@ from torch import Tensor
 
 from . import backends
 from .backends.base import SCAN_GRAD_NAMES, ScanInputs
-from .ir import Direction, GateMode, ScanSpec
-from .validate import check_scan_args
+from .validate import check_scan_args, scan_spec_for
 
 __all__ = ["selective_scan"]
-
-_DTYPE_NAME = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
-
-
-def _spec(u, B, D, z, delta_bias, gate, initial_state, delta_softplus, direction, stride, gate_mode,
-          return_last_state) -> ScanSpec:
-    return ScanSpec(direction=Direction(direction), stride=stride, gated=gate is not None,
-                    gate_mode=GateMode(gate_mode), has_D=D is not None, has_z=z is not None,
-                    has_delta_bias=delta_bias is not None, softplus=delta_softplus, grouped=B.dim() == 4,
-                    dtype=_DTYPE_NAME[u.dtype], has_initial_state=initial_state is not None,
-                    return_last_state=return_last_state)
-
 
 @torch.library.custom_op("scanforge::selective_scan", mutates_args=())
 def _selective_scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
@@ -34,8 +21,8 @@ def _selective_scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
                        initial_state: Tensor | None, delta_softplus: bool, direction: str, stride: int,
                        gate_threshold: float, gate_mode: str, return_last_state: bool,
                        backend: str) -> tuple[Tensor, Tensor]:
-    spec = _spec(u, B, D, z, delta_bias, gate, initial_state, delta_softplus, direction, stride, gate_mode,
-                 return_last_state)
+    spec = scan_spec_for(u, B, D, z, delta_bias, gate, initial_state, delta_softplus, direction, stride, gate_mode,
+                         return_last_state)
     inputs = ScanInputs(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, gate_threshold)
     return backends.get(backend).scan_forward(spec, inputs)
 
@@ -55,12 +42,11 @@ def _selective_scan_backward_op(dy: Tensor, dh_last: Tensor, u: Tensor, delta: T
                                 direction: str, stride: int, gate_threshold: float, gate_mode: str,
                                 return_last_state: bool, backend: str) -> list[Tensor]:
     """Gradients of every input in :data:`SCAN_GRAD_NAMES` order; an absent input gets an empty tensor."""
-    spec = _spec(u, B, D, z, delta_bias, gate, initial_state, delta_softplus, direction, stride, gate_mode,
-                 return_last_state)
+    spec = scan_spec_for(u, B, D, z, delta_bias, gate, initial_state, delta_softplus, direction, stride, gate_mode,
+                         return_last_state)
     inputs = ScanInputs(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, gate_threshold)
     grads = backends.get(backend).scan_backward(spec, inputs, dy, dh_last)
-    empty = u.new_empty((0,))
-    return [grads.get(name, empty) for name in SCAN_GRAD_NAMES]
+    return [grads[name] if name in grads else u.new_empty((0,)) for name in SCAN_GRAD_NAMES]
 
 
 @_selective_scan_backward_op.register_fake

@@ -58,7 +58,6 @@ def check_scan_args(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, *,
         raise ValueError(f"A: expected shape (dim, N) with dim = {dim} and N >= 1, got {_describe(A)}")
     _dtype("A", A, (torch.float32, u.dtype), "float32 or the dtype of u; complex A is not supported")
     N = A.shape[1]
-    grouped = B.dim() == 4
     for name, t in (("B", B), ("C", C)):
         if t.dim() == 3:
             _shape(name, t, (batch, N, L), "(batch, N, L)")
@@ -104,8 +103,15 @@ def check_scan_args(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, *,
     if Direction(direction) is Direction.BIDIRECTIONAL and (initial_state is not None or return_last_state):
         raise ValueError("initial_state/return_last_state: a bidirectional scan has two states; "
                          "they are defined for direction='causal' or 'reverse' only")
+    return scan_spec_for(u, B, D, z, delta_bias, gate, initial_state, delta_softplus, direction, stride,
+                         gate_mode, return_last_state)
+
+
+def scan_spec_for(u, B, D, z, delta_bias, gate, initial_state, delta_softplus, direction, stride, gate_mode,
+                  return_last_state) -> ScanSpec:
+    """The kernel spec of (already validated) selective-scan arguments."""
     return ScanSpec(direction=Direction(direction), stride=stride, gated=gate is not None,
                     gate_mode=GateMode(gate_mode), has_D=D is not None, has_z=z is not None,
-                    has_delta_bias=delta_bias is not None, softplus=delta_softplus, grouped=grouped,
+                    has_delta_bias=delta_bias is not None, softplus=delta_softplus, grouped=B.dim() == 4,
                     dtype=_DTYPE_NAME[u.dtype], has_initial_state=initial_state is not None,
                     return_last_state=return_last_state)

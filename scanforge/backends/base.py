@@ -62,10 +62,14 @@ class Backend(ABC):
         return None
 
     @abstractmethod
-    def scan_forward(self, spec: ScanSpec, inputs: ScanInputs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(y, h_last)``: y like u (contiguous), h_last fp32 (batch, dim, N) or empty."""
+    def scan_forward(self, spec: ScanSpec, inputs: ScanInputs,
+                     config: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(y, h_last)``: y like u (contiguous), h_last fp32 (batch, dim, N) or empty.
+
+        ``config`` forces a tiling config (the tuner's trials); None uses the configured one.
+        """
 
     @abstractmethod
     def scan_backward(self, spec: ScanSpec, inputs: ScanInputs, dy: torch.Tensor,
-                      dh_last: torch.Tensor | None) -> dict[str, torch.Tensor]:
+                      dh_last: torch.Tensor | None, config: dict | None = None) -> dict[str, torch.Tensor]:
         """Gradients by input name (:data:`SCAN_GRAD_NAMES`), each like its input; absent ones omitted."""

@@ -22,12 +22,12 @@ def _run(spec: ScanSpec, x: ScanInputs, tensors) -> tuple[torch.Tensor, ...]:
 class ReferenceBackend(Backend):
     name = "reference"
 
-    def scan_forward(self, spec, inputs):
+    def scan_forward(self, spec, inputs, config=None):
         out = _run(spec, inputs, inputs.tensors)
         h_last = out[1] if spec.return_last_state else inputs.u.new_empty((0,))
         return out[0].to(inputs.u.dtype), h_last.to(torch.float32)
 
-    def scan_backward(self, spec, inputs, dy, dh_last):
+    def scan_backward(self, spec, inputs, dy, dh_last, config=None):
         present = [name for name, t in zip(SCAN_GRAD_NAMES, inputs.tensors) if t is not None]
         originals = [getattr(inputs, name) for name in present]
 

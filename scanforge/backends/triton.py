@@ -9,11 +9,15 @@ import torch
 from .. import codegen
 from ..configs import config_for
 from ..ir import ScanSpec
+from . import triton_interpreter
 from .base import Backend, ScanInputs, new_output
 
 
-def _module(spec: ScanSpec, inputs: ScanInputs):
-    config = config_for("triton", spec, tuple(inputs.u.shape) + (inputs.A.shape[1],))
+def _module(spec: ScanSpec, inputs: ScanInputs, config: dict | None):
+    if inputs.u.device.type == "cpu":
+        triton_interpreter.install()
+    if config is None:
+        config = config_for("triton", spec, tuple(inputs.u.shape) + (inputs.A.shape[1],))
     return codegen.load(spec, "triton", config)
 
 
@@ -50,17 +54,17 @@ class TritonBackend(Backend):
             return "does not implement grouped B/C (batch, G, N, L) yet"
         return None
 
-    def scan_forward(self, spec, inputs):
+    def scan_forward(self, spec, inputs, config=None):
         u = inputs.u
         batch, dim, L = u.shape
         N = inputs.A.shape[1]
         y = new_output((batch, dim, L), u.dtype, u.device)
         h_last = (new_output((batch, dim, N), torch.float32, u.device) if spec.return_last_state
                   else u.new_empty((0,), dtype=torch.float32))
-        _module(spec, inputs).launch_forward(*inputs.tensors[:8], inputs.initial_state, y, h_last)
+        _module(spec, inputs, config).launch_forward(*inputs.tensors[:8], inputs.initial_state, y, h_last)
         return y, h_last
 
-    def scan_backward(self, spec, inputs, dy, dh_last):
+    def scan_backward(self, spec, inputs, dy, dh_last, config=None):
         u, A = inputs.u, inputs.A
         batch, dim, L = u.shape
         N = A.shape[1]
@@ -83,7 +87,7 @@ class TritonBackend(Backend):
         if spec.return_last_state and (dh_last is None or dh_last.numel() == 0):
             dh_last = torch.zeros((batch, dim, N), **f32)
         dh_last = dh_last.contiguous() if spec.return_last_state else None
-        _module(spec.adjoint(), inputs).launch_backward(*inputs.tensors[:8], inputs.initial_state, dy, dh_last,
+        _module(spec.adjoint(), inputs, config).launch_backward(*inputs.tensors[:8], inputs.initial_state, dy, dh_last,
                                                         grads)
         reduce_batch = {"A", "D", "delta_bias"}
         result = {}

@@ -1,0 +1,119 @@
+"""The correctness gate shared by tests, ``scanforge check`` and the tuner: fresh random inputs for
+a spec, relative errors against the float64 reference, and the tolerance of each dtype."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .backends.base import SCAN_GRAD_NAMES, Backend, ScanInputs
+from .ir import ScanSpec
+from .reference import selective_scan_ref
+
+#: Relative-error bounds ``||out - ref|| / ||ref||`` by input dtype (DESIGN §5).
+FORWARD_TOLERANCE = {"float32": 1e-5, "float16": 1e-2, "bfloat16": 1e-2}
+GRAD_TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 2e-2}
+
+_TORCH_DTYPE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """``||out - ref|| / ||ref||`` in float64; NaN when out has NaN (so it never passes a bound)."""
+    out, ref = out.detach().to(torch.float64), ref.detach().to(torch.float64)
+    if out.shape != ref.shape:
+        raise ValueError(f"rel_error: shapes differ, out {tuple(out.shape)} vs ref {tuple(ref.shape)}")
+    if torch.isnan(out).any():
+        return math.nan
+    denom = ref.norm().item()
+    diff = (out - ref).norm().item()
+    return diff / denom if denom > 0 else diff
+
+
+def random_scan_inputs(spec: ScanSpec, batch: int, dim: int, L: int, N: int, *, groups: int = 1,
+                       device: str | torch.device = "cpu", seed: int = 0,
+                       transpose: bool = False) -> ScanInputs:
+    """Fresh random inputs of ``spec`` (never zeros), in the spec's dtype.
+
+    dt lands in a realistic range (softplus(delta + bias) about 0.05-1), A is negative, so the
+    state neither explodes nor vanishes over a few hundred steps. ``transpose=True`` gives u,
+    delta, z, B, C non-contiguous strides (allocated with L innermost-but-one and transposed).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    dtype = _TORCH_DTYPE[spec.dtype]
+
+    def rand(*shape, scale=1.0, shift=0.0, to=dtype, seq=False):
+        if seq and transpose:  # (..., L) stored with L before the last dim
+            t = torch.randn(*shape[:-2], shape[-1], shape[-2], generator=gen).transpose(-1, -2)
+        else:
+            t = torch.randn(*shape, generator=gen)
+        return (t * scale + shift).to(device=device, dtype=to)
+
+    bc_shape = (batch, groups, N, L) if spec.grouped else (batch, N, L)
+    if spec.softplus:
+        delta = rand(batch, dim, L, scale=0.5, shift=-1.0, seq=True)
+    else:
+        delta = (torch.rand(batch, dim, L, generator=gen) * 0.3 + 0.02).to(device=device, dtype=dtype)
+        if transpose:
+            delta = delta.transpose(-1, -2).contiguous().transpose(-1, -2)
+    A = -torch.exp(rand(dim, N, scale=0.5, to=torch.float32))
+    gate = None
+    if spec.gated:
+        gate = torch.rand(batch, L, generator=gen).to(device=device, dtype=torch.float32)
+    return ScanInputs(
+        u=rand(batch, dim, L, seq=True), delta=delta, A=A,
+        B=rand(*bc_shape, seq=True), C=rand(*bc_shape, seq=True, to=torch.float32),
+        D=rand(dim, to=torch.float32) if spec.has_D else None,
+        z=rand(batch, dim, L, seq=True) if spec.has_z else None,
+        delta_bias=rand(dim, scale=0.1, to=torch.float32) if spec.has_delta_bias else None,
+        gate=gate,
+        initial_state=rand(batch, dim, N, to=torch.float32) if spec.has_initial_state else None,
+        gate_threshold=0.5,
+    )
+
+
+def reference_outputs(spec: ScanSpec, inputs: ScanInputs, dy: torch.Tensor | None = None,
+                      dh_last: torch.Tensor | None = None):
+    """Float64 ``(y, h_last or None, grads)``; grads (autograd of the reference) only when dy is given."""
+    leaves = [None if t is None else t.detach().to(torch.float64).requires_grad_(dy is not None)
+              for t in inputs.tensors]
+    u, delta, A, B, C, D, z, delta_bias, gate, h0 = leaves
+    with torch.enable_grad():
+        out = selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, spec.softplus, direction=spec.direction,
+                                 stride=spec.stride, gate=gate, gate_threshold=inputs.gate_threshold,
+                                 gate_mode=spec.gate_mode, initial_state=h0,
+                                 return_last_state=spec.return_last_state)
+        y, h_last = out if spec.return_last_state else (out, None)
+        grads = {}
+        if dy is not None:
+            loss = (y * dy.to(torch.float64)).sum()
+            if h_last is not None and dh_last is not None:
+                loss = loss + (h_last * dh_last.to(torch.float64)).sum()
+            present = [(n, t) for n, t in zip(SCAN_GRAD_NAMES, leaves) if t is not None]
+            values = torch.autograd.grad(loss, [t for _, t in present], allow_unused=True)
+            grads = {n: (torch.zeros_like(t) if g is None else g) for (n, t), g in zip(present, values)}
+    return y.detach(), None if h_last is None else h_last.detach(), grads
+
+
+def check_scan(backend: Backend, spec: ScanSpec, inputs: ScanInputs, *, config: dict | None = None,
+               grads: bool = True, seed: int = 1) -> dict[str, float]:
+    """Run ``backend`` on ``inputs`` and return relative errors against the reference:
+    ``y``, ``h_last`` (if returned) and ``grad_<name>`` for every input (if ``grads``)."""
+    gen = torch.Generator().manual_seed(seed)
+    y, h_last = backend.scan_forward(spec, inputs, config)
+    dy = torch.randn(y.shape, generator=gen).to(device=y.device, dtype=y.dtype) if grads else None
+    dh = torch.randn(h_last.shape, generator=gen).to(h_last.device) if grads and spec.return_last_state else None
+    y_ref, h_ref, g_ref = reference_outputs(spec, inputs, dy, dh)
+    errors = {"y": rel_error(y, y_ref)}
+    if spec.return_last_state:
+        errors["h_last"] = rel_error(h_last, h_ref)
+    if grads:
+        g = backend.scan_backward(spec, inputs, dy, dh, config)
+        errors.update({f"grad_{n}": rel_error(g[n], g_ref[n]) for n in g_ref})
+    return errors
+
+
+def passes(errors: dict[str, float], dtype: str) -> bool:
+    """Whether every error is within its dtype's bound (NaN never passes)."""
+    return all((e <= (FORWARD_TOLERANCE if not k.startswith("grad_") else GRAD_TOLERANCE)[dtype])
+               for k, e in errors.items())

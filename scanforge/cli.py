@@ -1,0 +1,80 @@
+"""The ``scanforge`` command line: check | show-kernel."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from .ir import Direction, GateMode, Phase, ScanSpec
+
+
+def _fmt(error: float) -> str:
+    return "-" if error != error else f"{error:.2e}"
+
+
+def _cmd_check(args) -> int:
+    from .check import run_checks
+
+    console = Console(width=max(Console().width, 132))
+    with console.status("checking every backend against the float64 reference..."):
+        rows = run_checks(quick=args.quick, backend_names=args.backend)
+    table = Table(title="scanforge check: relative error ||out - ref|| / ||ref|| against float64")
+    for column in ("backend", "op", "variant", "dtype", "fwd rel err", "grad rel err", "time (s)", "result"):
+        table.add_column(column, justify="right" if "err" in column or "time" in column else "left")
+    for r in rows:
+        style = {"pass": "green", "FAIL": "bold red"}.get(r.status, "red" if r.status.startswith("error") else "dim")
+        table.add_row(r.backend, r.op, r.variant, r.dtype, _fmt(r.forward_error), _fmt(r.grad_error),
+                      f"{r.seconds:.1f}", f"[{style}]{r.status}[/{style}]")
+    console.print(table)
+    ran = [r for r in rows if r.status != "not implemented"]
+    failed = [r for r in ran if r.status != "pass"]
+    console.print(f"{len(ran) - len(failed)} passed, {len(failed)} failed, "
+                  f"{len(rows) - len(ran)} not implemented")
+    return 1 if failed else 0
+
+
+def _cmd_show_kernel(args) -> int:
+    from .codegen import render
+    from .configs import default_config
+
+    spec = ScanSpec(direction=Direction(args.direction), stride=args.stride, gated=args.gated,
+                    gate_mode=GateMode(args.gate_mode), has_D=args.D, has_z=args.z, has_delta_bias=args.delta_bias,
+                    softplus=args.softplus, grouped=args.grouped, dtype=args.dtype,
+                    has_initial_state=args.initial_state, return_last_state=args.last_state, phase=Phase(args.phase))
+    print(render(spec, args.backend, default_config(args.backend, spec)), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scanforge", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser("check", help="run every available backend against the float64 reference")
+    check.add_argument("--quick", action="store_true", help="small shapes (seconds, not minutes)")
+    check.add_argument("--backend", action="append", help="only this backend (repeatable)")
+    check.set_defaults(func=_cmd_check)
+
+    show = sub.add_parser("show-kernel", help="print the generated source of a scan kernel")
+    show.add_argument("--backend", default="triton")
+    show.add_argument("--phase", choices=[p.value for p in Phase], default="fwd")
+    show.add_argument("--direction", choices=[d.value for d in Direction], default="causal")
+    show.add_argument("--stride", type=int, default=1)
+    show.add_argument("--gated", action="store_true")
+    show.add_argument("--gate-mode", choices=[m.value for m in GateMode], default="hard")
+    show.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    for flag in ("D", "z", "delta-bias", "softplus", "grouped", "initial-state", "last-state"):
+        show.add_argument(f"--{flag}", action="store_true")
+    show.set_defaults(func=_cmd_show_kernel)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

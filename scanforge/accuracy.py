@@ -67,7 +67,7 @@ def random_scan_inputs(spec: ScanSpec, batch: int, dim: int, L: int, N: int, *, 
         z=rand(batch, dim, L, seq=True) if spec.has_z else None,
         delta_bias=rand(dim, scale=0.1, to=torch.float32) if spec.has_delta_bias else None,
         gate=gate,
-        initial_state=rand(batch, dim, N, to=torch.float32) if spec.has_initial_state else None,
+        initial_state=rand(batch, dim, N, to=torch.float32, seq=True) if spec.has_initial_state else None,
         gate_threshold=0.5,
     )
 

@@ -61,7 +61,8 @@ class TritonBackend(Backend):
         y = new_output((batch, dim, L), u.dtype, u.device)
         h_last = (new_output((batch, dim, N), torch.float32, u.device) if spec.return_last_state
                   else u.new_empty((0,), dtype=torch.float32))
-        _module(spec, inputs, config).launch_forward(*inputs.tensors[:8], inputs.initial_state, y, h_last)
+        h0 = None if inputs.initial_state is None else inputs.initial_state.contiguous()
+        _module(spec, inputs, config).launch_forward(*inputs.tensors[:8], h0, y, h_last)
         return y, h_last
 
     def scan_backward(self, spec, inputs, dy, dh_last, config=None):
@@ -87,8 +88,8 @@ class TritonBackend(Backend):
         if spec.return_last_state and (dh_last is None or dh_last.numel() == 0):
             dh_last = torch.zeros((batch, dim, N), **f32)
         dh_last = dh_last.contiguous() if spec.return_last_state else None
-        _module(spec.adjoint(), inputs, config).launch_backward(*inputs.tensors[:8], inputs.initial_state, dy, dh_last,
-                                                        grads)
+        h0 = None if inputs.initial_state is None else inputs.initial_state.contiguous()
+        _module(spec.adjoint(), inputs, config).launch_backward(*inputs.tensors[:8], h0, dy, dh_last, grads)
         reduce_batch = {"A", "D", "delta_bias"}
         result = {}
         for name, g in grads.items():

@@ -57,6 +57,9 @@ def random_scan_inputs(spec: ScanSpec, batch: int, dim: int, L: int, N: int, *, 
         if transpose:
             delta = delta.transpose(-1, -2).contiguous().transpose(-1, -2)
     A = -torch.exp(rand(dim, N, scale=0.5, to=torch.float32))
+    # Without softplus, dt = delta + delta_bias must stay positive: a positive bias.
+    delta_bias = (rand(dim, scale=0.1, to=torch.float32) if spec.softplus
+                  else (torch.rand(dim, generator=gen) * 0.1).to(device=device))
     gate = None
     if spec.gated:
         gate = torch.rand(batch, L, generator=gen).to(device=device, dtype=torch.float32)
@@ -65,7 +68,7 @@ def random_scan_inputs(spec: ScanSpec, batch: int, dim: int, L: int, N: int, *, 
         B=rand(*bc_shape, seq=True), C=rand(*bc_shape, seq=True, to=torch.float32),
         D=rand(dim, to=torch.float32) if spec.has_D else None,
         z=rand(batch, dim, L, seq=True) if spec.has_z else None,
-        delta_bias=rand(dim, scale=0.1, to=torch.float32) if spec.has_delta_bias else None,
+        delta_bias=delta_bias if spec.has_delta_bias else None,
         gate=gate,
         initial_state=rand(batch, dim, N, to=torch.float32, seq=True) if spec.has_initial_state else None,
         gate_threshold=0.5,

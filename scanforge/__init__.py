@@ -13,8 +13,8 @@ if "triton" not in sys.modules and "TRITON_INTERPRET" not in os.environ and not 
     os.environ["TRITON_INTERPRET"] = "1"
 
 from .ir import Direction, GateMode, GatherSpec, ScanSpec  # noqa: E402
-from .ops import selective_scan  # noqa: E402
+from .ops import selective_scan, topk_gather  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Direction", "GatherSpec", "GateMode", "ScanSpec", "selective_scan", "__version__"]
+__all__ = ["Direction", "GatherSpec", "GateMode", "ScanSpec", "selective_scan", "topk_gather", "__version__"]

@@ -8,8 +8,8 @@ import math
 import torch
 
 from .backends.base import SCAN_GRAD_NAMES, Backend, ScanInputs
-from .ir import ScanSpec
-from .reference import selective_scan_ref
+from .ir import GatherSpec, ScanSpec
+from .reference import selective_scan_ref, topk_gather_ref
 
 #: Relative-error bounds ``||out - ref|| / ||ref||`` by input dtype (DESIGN §5).
 FORWARD_TOLERANCE = {"float32": 1e-5, "float16": 1e-2, "bfloat16": 1e-2}
@@ -118,5 +118,48 @@ def check_scan(backend: Backend, spec: ScanSpec, inputs: ScanInputs, *, config: 
 
 def passes(errors: dict[str, float], dtype: str) -> bool:
     """Whether every error is within its dtype's bound (NaN never passes)."""
-    return all((e <= (FORWARD_TOLERANCE if not k.startswith("grad_") else GRAD_TOLERANCE)[dtype])
-               for k, e in errors.items())
+    def bound(name: str) -> float:
+        if name == "idx":  # selected indices must be exact
+            return 0.0
+        return (GRAD_TOLERANCE if name.startswith("grad_") else FORWARD_TOLERANCE)[dtype]
+
+    return all(e <= bound(name) for name, e in errors.items())
+
+
+def random_gather_inputs(spec: GatherSpec, batch: int, T: int, d: int, *, device: str | torch.device = "cpu",
+                         seed: int = 0, ties: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Fresh random ``(x, scores or None)`` for ``spec``; ``ties=True`` repeats rows and scores so
+    that equal scores must be broken by index."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, T, d, generator=gen)
+    scores = torch.randn(batch, T, generator=gen) if spec.scores_given else None
+    if ties:
+        pattern = torch.randint(0, max(T // 3, 1), (T,), generator=gen)
+        x = x[:, pattern]
+        scores = None if scores is None else scores[:, pattern]
+    dtype = _TORCH_DTYPE[spec.dtype]
+    return x.to(device=device, dtype=dtype), None if scores is None else scores.to(device=device, dtype=dtype)
+
+
+def check_gather(backend: Backend, spec: GatherSpec, x: torch.Tensor, k: int, scores: torch.Tensor | None, *,
+                 config: dict | None = None, grads: bool = True, seed: int = 1) -> dict[str, float]:
+    """Run ``backend``'s top-k gather and return relative errors against the reference: ``out``,
+    ``idx`` (1.0 if any index differs, else 0.0), and ``grad_x`` / ``grad_scores`` if ``grads``."""
+    out, idx, _ = backend.gather_forward(spec, x, k, scores, config)
+    leaves = [x.detach().to(torch.float64).requires_grad_()]
+    if scores is not None:
+        leaves.append(scores.detach().to(torch.float64).requires_grad_())
+    with torch.enable_grad():
+        ref, ref_idx = topk_gather_ref(leaves[0], k, leaves[1] if scores is not None else None,
+                                       keep_order=spec.keep_order, summary=spec.summary, weight=spec.weight)
+    errors = {"out": rel_error(out, ref), "idx": float(not torch.equal(idx.cpu(), ref_idx.cpu()))}
+    if grads:
+        gout = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out.device, out.dtype)
+        slot = backend.gather_forward(spec, x, k, scores, config)[2]
+        dx, dscores = backend.gather_backward(spec, x, k, scores, slot, gout, config)
+        ref_grads = torch.autograd.grad(ref, leaves, gout.to(torch.float64), allow_unused=True)
+        errors["grad_x"] = rel_error(dx, ref_grads[0])
+        if scores is not None:
+            expected = torch.zeros_like(leaves[1]) if ref_grads[1] is None else ref_grads[1]
+            errors["grad_scores"] = rel_error(dscores, expected)
+    return errors

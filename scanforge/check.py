@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
 from . import backends
-from .accuracy import check_scan, passes, random_scan_inputs
-from .ir import DTYPES, Direction, GateMode, ScanSpec
+from .accuracy import check_gather, check_scan, passes, random_gather_inputs, random_scan_inputs
+from .ir import DTYPES, Direction, GateMode, GatherSpec, ScanSpec
 
 #: The variants `check` exercises, by name: each names a distinct code path of the templates.
 SCAN_VARIANTS: dict[str, ScanSpec] = {
@@ -23,6 +25,15 @@ SCAN_VARIANTS: dict[str, ScanSpec] = {
     "gated hard": ScanSpec(gated=True, has_D=True),
     "gated soft": ScanSpec(gated=True, gate_mode=GateMode.SOFT, has_D=True),
     "grouped B/C": ScanSpec(grouped=True, has_D=True),
+}
+
+
+#: Top-k gather variants: L2-norm vs learned scores, order, summary token, sigmoid weight.
+GATHER_VARIANTS: dict[str, GatherSpec] = {
+    "l2norm": GatherSpec(),
+    "l2norm+mean+sigmoid": GatherSpec(summary="mean", weight="sigmoid"),
+    "scores+ranked+mean_dropped": GatherSpec(scores_given=True, keep_order=False, summary="mean_dropped"),
+    "scores+sigmoid": GatherSpec(scores_given=True, weight="sigmoid"),
 }
 
 
@@ -44,32 +55,43 @@ def _device_for(backend_name: str) -> torch.device:
     return torch.device("cpu")
 
 
+def _row(backend, op, variant, dtype, run) -> CheckRow:
+    """Run one check; a failing kernel is a row, never an exception."""
+    start = time.perf_counter()
+    try:
+        errors = run()
+    except Exception as e:  # noqa: BLE001 - reported in the table
+        return CheckRow(backend, op, variant, dtype, math.nan, math.nan, time.perf_counter() - start,
+                        f"error: {type(e).__name__}: {e}"[:200])
+    fwd = max(v for k, v in errors.items() if not k.startswith("grad_"))
+    grad = max((v for k, v in errors.items() if k.startswith("grad_")), default=math.nan)
+    return CheckRow(backend, op, variant, dtype, fwd, grad, time.perf_counter() - start,
+                    "pass" if passes(errors, dtype) else "FAIL")
+
+
 def run_checks(quick: bool = False, backend_names: list[str] | None = None) -> list[CheckRow]:
-    """Check each (backend, variant, dtype); a failing kernel is a row, never an exception."""
+    """Check each (backend, op, variant, dtype) against the float64 reference."""
     batch, dim, L, N = (1, 5, 40, 4) if quick else (2, 9, 130, 16)
+    T, d, k = (30, 16, 10) if quick else (196, 64, 64)
     rows = []
     for backend in backends.available():
         if backend.name == "reference" or (backend_names and backend.name not in backend_names):
             continue
         device = _device_for(backend.name)
-        for variant, base in SCAN_VARIANTS.items():
-            reason = backend.unsupported_reason(base, device)
-            if reason:
-                rows.append(CheckRow(backend.name, "selective_scan", variant, "all", math.nan, math.nan, 0.0,
-                                     "not implemented"))
-                continue
-            for dtype in DTYPES:
-                spec = ScanSpec(**{**base.__dict__, "dtype": dtype})
-                inputs = random_scan_inputs(spec, batch, dim, L, N, groups=3 if spec.grouped else 1, device=device)
-                start = time.perf_counter()
-                try:
-                    errors = check_scan(backend, spec, inputs)
-                except Exception as e:  # a broken kernel is a failed row, the check goes on
-                    rows.append(CheckRow(backend.name, "selective_scan", variant, dtype, math.nan, math.nan,
-                                         time.perf_counter() - start, f"error: {type(e).__name__}: {e}"[:200]))
+        for op, variants in (("selective_scan", SCAN_VARIANTS), ("topk_gather", GATHER_VARIANTS)):
+            for variant, base in variants.items():
+                if backend.unsupported_reason(base, device):
+                    rows.append(CheckRow(backend.name, op, variant, "all", math.nan, math.nan, 0.0,
+                                         "not implemented"))
                     continue
-                fwd = max(v for k, v in errors.items() if not k.startswith("grad_"))
-                grad = max((v for k, v in errors.items() if k.startswith("grad_")), default=math.nan)
-                rows.append(CheckRow(backend.name, "selective_scan", variant, dtype, fwd, grad,
-                                     time.perf_counter() - start, "pass" if passes(errors, dtype) else "FAIL"))
+                for dtype in DTYPES:
+                    spec = dataclasses.replace(base, dtype=dtype)
+                    if op == "selective_scan":
+                        x = random_scan_inputs(spec, batch, dim, L, N, groups=3 if spec.grouped else 1,
+                                               device=device)
+                        rows.append(_row(backend.name, op, variant, dtype, partial(check_scan, backend, spec, x)))
+                    else:
+                        x, s = random_gather_inputs(spec, batch, T, d, device=device)
+                        run = partial(check_gather, backend, spec, x, k, s)
+                        rows.append(_row(backend.name, op, variant, dtype, run))
     return rows

@@ -8,7 +8,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from .ir import Direction, GateMode, Phase, ScanSpec
+from .ir import Direction, GateMode, GatherSpec, Phase, ScanSpec, Summary, Weight
 
 
 def _fmt(error: float) -> str:
@@ -40,10 +40,15 @@ def _cmd_show_kernel(args) -> int:
     from .codegen import render
     from .configs import default_config
 
-    spec = ScanSpec(direction=Direction(args.direction), stride=args.stride, gated=args.gated,
-                    gate_mode=GateMode(args.gate_mode), has_D=args.D, has_z=args.z, has_delta_bias=args.delta_bias,
-                    softplus=args.softplus, grouped=args.grouped, dtype=args.dtype,
-                    has_initial_state=args.initial_state, return_last_state=args.last_state, phase=Phase(args.phase))
+    if args.op == "topk_gather":
+        spec = GatherSpec(scores_given=args.scores, keep_order=not args.ranked, summary=args.summary,
+                          weight=args.weight, dtype=args.dtype, phase=Phase(args.phase))
+    else:
+        spec = ScanSpec(direction=Direction(args.direction), stride=args.stride, gated=args.gated,
+                        gate_mode=GateMode(args.gate_mode), has_D=args.D, has_z=args.z,
+                        has_delta_bias=args.delta_bias, softplus=args.softplus, grouped=args.grouped,
+                        dtype=args.dtype, has_initial_state=args.initial_state, return_last_state=args.last_state,
+                        phase=Phase(args.phase))
     print(render(spec, args.backend, default_config(args.backend, spec)), end="")
     return 0
 
@@ -57,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--backend", action="append", help="only this backend (repeatable)")
     check.set_defaults(func=_cmd_check)
 
-    show = sub.add_parser("show-kernel", help="print the generated source of a scan kernel")
+    show = sub.add_parser("show-kernel", help="print the generated source of a kernel")
+    show.add_argument("--op", choices=["selective_scan", "topk_gather"], default="selective_scan")
     show.add_argument("--backend", default="triton")
     show.add_argument("--phase", choices=[p.value for p in Phase], default="fwd")
     show.add_argument("--direction", choices=[d.value for d in Direction], default="causal")
@@ -66,7 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--gate-mode", choices=[m.value for m in GateMode], default="hard")
     show.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     for flag in ("D", "z", "delta-bias", "softplus", "grouped", "initial-state", "last-state"):
-        show.add_argument(f"--{flag}", action="store_true")
+        show.add_argument(f"--{flag}", action="store_true", help="selective_scan: include this term")
+    show.add_argument("--scores", action="store_true", help="topk_gather: scores are given (else L2 norm)")
+    show.add_argument("--ranked", action="store_true", help="topk_gather: output by rank, not original order")
+    show.add_argument("--summary", choices=[m.value for m in Summary], default="none")
+    show.add_argument("--weight", choices=[w.value for w in Weight], default="none")
     show.set_defaults(func=_cmd_show_kernel)
     return parser
 

@@ -11,9 +11,9 @@ from torch import Tensor
 
 from . import backends
 from .backends.base import SCAN_GRAD_NAMES, ScanInputs
-from .validate import check_scan_args, scan_spec_for
+from .validate import check_gather_args, check_scan_args, gather_spec_for, scan_spec_for
 
-__all__ = ["selective_scan"]
+__all__ = ["selective_scan", "topk_gather"]
 
 @torch.library.custom_op("scanforge::selective_scan", mutates_args=())
 def _selective_scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
@@ -100,3 +100,71 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         u, delta, A, B, C, D, z, delta_bias, gate, initial_state, delta_softplus, spec.direction.value,
         stride, float(gate_threshold), spec.gate_mode.value, return_last_state, name)
     return (y, h_last) if return_last_state else y
+
+
+@torch.library.custom_op("scanforge::topk_gather", mutates_args=())
+def _topk_gather_op(x: Tensor, k: int, scores: Tensor | None, keep_order: bool, summary: str, weight: str,
+                    backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    spec = gather_spec_for(x, scores, keep_order, summary, weight)
+    return backends.get(backend).gather_forward(spec, x, k, scores)
+
+
+@_topk_gather_op.register_fake
+def _(x, k, scores, keep_order, summary, weight, backend):
+    batch, T, d = x.shape
+    out = x.new_empty((batch, k + (summary != "none"), d))
+    return out, x.new_empty((batch, k), dtype=torch.int64), x.new_empty((batch, T), dtype=torch.int32)
+
+
+@torch.library.custom_op("scanforge::topk_gather_backward", mutates_args=())
+def _topk_gather_backward_op(gout: Tensor, x: Tensor, k: int, scores: Tensor | None, slot: Tensor,
+                             keep_order: bool, summary: str, weight: str, backend: str) -> tuple[Tensor, Tensor]:
+    """``(dx, dscores)``; dscores is an empty tensor when no scores were given."""
+    spec = gather_spec_for(x, scores, keep_order, summary, weight)
+    dx, dscores = backends.get(backend).gather_backward(spec, x, k, scores, slot, gout)
+    return dx, x.new_empty((0,)) if dscores is None else dscores
+
+
+@_topk_gather_backward_op.register_fake
+def _(gout, x, k, scores, slot, keep_order, summary, weight, backend):
+    return torch.empty_like(x), x.new_empty((0,)) if scores is None else torch.empty_like(scores)
+
+
+def _gather_setup_context(ctx, inputs, output):
+    x, k, scores, *options = inputs
+    ctx.save_for_backward(x, scores, output[2])
+    ctx.k, ctx.options = k, options
+
+
+def _gather_backward(ctx, gout, _gidx, _gslot):
+    x, scores, slot = ctx.saved_tensors
+    dx, dscores = torch.ops.scanforge.topk_gather_backward(gout, x, ctx.k, scores, slot, *ctx.options)
+    return dx, None, (dscores if scores is not None else None), None, None, None, None
+
+
+_topk_gather_op.register_autograd(_gather_backward, setup_context=_gather_setup_context)
+
+
+def topk_gather(x, k, scores=None, *, keep_order=True, summary=None, weight=None, backend=None):
+    """Keep the k highest-scoring tokens of each row (visual token reduction), in one fused kernel.
+
+    Args:
+        x: ``[batch, T, d]`` tokens (float32, float16 or bfloat16).
+        k: how many tokens to keep, ``1 <= k <= T``.
+        scores: ``[batch, T]`` (float32 or x's dtype), or None for the L2 norm of each token.
+            Ties go to the lower index, on every backend.
+        keep_order: return the kept tokens in their original order (else by rank).
+        summary: None, ``"mean"`` (append the mean of all tokens) or ``"mean_dropped"`` (of the
+            dropped ones; zeros when k == T).
+        weight: None or ``"sigmoid"``: multiply each kept token by sigmoid(score), so that a learned
+            scorer gets gradients. The selection itself carries no gradient.
+        backend: None (by device), ``"triton"``, ``"numba_cuda"``, ``"numba_cpu"`` or ``"reference"``.
+
+    Returns:
+        ``(out [batch, k (+1), d], idx [batch, k] int64)``.
+    """
+    spec = check_gather_args(x, k, scores, keep_order=keep_order, summary=summary, weight=weight)
+    name = backends.resolve(backend, spec, x.device)
+    out, idx, _ = torch.ops.scanforge.topk_gather(x, k, scores, keep_order, spec.summary.value, spec.weight.value,
+                                                  name)
+    return out, idx

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .ir import Direction, GateMode, ScanSpec
+from .ir import Direction, GateMode, GatherSpec, ScanSpec, Summary, Weight
 
 _INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _DTYPE_NAME = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
@@ -115,3 +115,37 @@ def scan_spec_for(u, B, D, z, delta_bias, gate, initial_state, delta_softplus, d
                     has_delta_bias=delta_bias is not None, softplus=delta_softplus, grouped=B.dim() == 4,
                     dtype=_DTYPE_NAME[u.dtype], has_initial_state=initial_state is not None,
                     return_last_state=return_last_state)
+
+
+def check_gather_args(x, k, scores, *, keep_order, summary, weight) -> GatherSpec:
+    """Validate the arguments of :func:`scanforge.topk_gather` and return the kernel spec."""
+    _tensor("x", x)
+    _tensor("scores", scores, optional=True)
+    if x.dim() != 3:
+        raise ValueError(f"x: expected a 3-d tensor (batch, T, d), got {_describe(x)}")
+    _dtype("x", x, _INPUT_DTYPES, "a floating dtype")
+    batch, T, d = x.shape
+    if min(batch, T, d) < 1:
+        raise ValueError(f"x: expected batch, T and d >= 1, got {_describe(x)}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= T:
+        raise ValueError(f"k: expected an int with 1 <= k <= T = {T}, got {k!r}")
+    if scores is not None:
+        _shape("scores", scores, (batch, T), "(batch, T)")
+        _dtype("scores", scores, (torch.float32, x.dtype), "float32 or the dtype of x")
+        if scores.device != x.device:
+            raise ValueError(f"scores: expected the device of x ({x.device}), got {_describe(scores)}")
+    if not isinstance(keep_order, bool):
+        raise TypeError(f"keep_order: expected a bool, got {keep_order!r}")
+    summaries = [None] + [m.value for m in Summary if m is not Summary.NONE]
+    if summary not in summaries:
+        raise ValueError(f"summary: expected one of {summaries}, got {summary!r}")
+    weights = [None] + [w.value for w in Weight if w is not Weight.NONE]
+    if weight not in weights:
+        raise ValueError(f"weight: expected one of {weights}, got {weight!r}")
+    return gather_spec_for(x, scores, keep_order, summary, weight)
+
+
+def gather_spec_for(x, scores, keep_order, summary, weight) -> GatherSpec:
+    """The kernel spec of (already validated) top-k gather arguments."""
+    return GatherSpec(scores_given=scores is not None, keep_order=keep_order, summary=summary or "none",
+                      weight=weight or "none", dtype=_DTYPE_NAME[x.dtype])

@@ -52,3 +52,11 @@ def test_torch_compile_fullgraph_forward_and_backward(backend):
     compiled = torch.compile(loss_fn, fullgraph=True)
     for eager, comp in zip(grads(loss_fn), grads(compiled)):
         assert rel_error(comp, eager) < 1e-6
+
+
+@pytest.mark.parametrize("backend", kernel_backends())
+def test_opcheck_topk_gather(backend):
+    x = torch.randn(2, 17, 6, device=DEVICE, requires_grad=True)
+    scores = torch.randn(2, 17, device=DEVICE, requires_grad=True)
+    torch.library.opcheck(torch.ops.scanforge.topk_gather.default, (x, 5, scores, True, "mean", "sigmoid", backend),
+                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))

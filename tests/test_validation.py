@@ -148,3 +148,26 @@ def test_unknown_backend():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cpu_cuda_mix():
     _raises(ValueError, r"^B: expected the device of u", B=torch.randn(2, 3, 6, device="cuda"))
+
+
+def _gather(**overrides):
+    kwargs = {"x": torch.randn(2, 10, 4), "k": 3, **overrides}
+    return sf.topk_gather(**kwargs)
+
+
+@pytest.mark.parametrize("overrides, exc, match", [
+    (dict(x=torch.randn(10, 4)), ValueError, r"^x: expected a 3-d tensor"),
+    (dict(x=torch.ones(2, 10, 4, dtype=torch.int32)), TypeError, r"^x: expected dtype"),
+    (dict(k=0), ValueError, r"^k: expected an int with 1 <= k <= T = 10"),
+    (dict(k=11), ValueError, r"^k: expected an int with 1 <= k <= T = 10"),
+    (dict(k=2.0), ValueError, r"^k: expected an int"),
+    (dict(scores=torch.randn(2, 9)), ValueError, r"^scores: expected shape \(batch, T\)"),
+    (dict(scores=torch.randn(2, 10, dtype=torch.float64)), TypeError, r"^scores: expected dtype"),
+    (dict(summary="median"), ValueError, r"^summary: expected one of"),
+    (dict(weight="softmax"), ValueError, r"^weight: expected one of"),
+    (dict(keep_order="yes"), TypeError, r"^keep_order: expected a bool"),
+    (dict(backend="opencl"), ValueError, r"^backend: expected None or one of"),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_bad_gather_arguments(overrides, exc, match):
+    with pytest.raises(exc, match=match):
+        _gather(**overrides)

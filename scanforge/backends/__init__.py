@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..ir import ScanSpec
+from ..ir import GatherSpec, ScanSpec
 from .base import Backend, ScanInputs
 from .reference import ReferenceBackend
 from .triton import TritonBackend
@@ -33,14 +33,15 @@ def available() -> list[Backend]:
     return [b for b in _REGISTRY.values() if b.unavailable_reason() is None]
 
 
-def resolve(name: str | None, spec: ScanSpec, device: torch.device) -> str:
+def resolve(name: str | None, spec: ScanSpec | GatherSpec, device: torch.device) -> str:
     """The backend to run ``spec`` on ``device``: ``name`` if given (an error if it cannot), else
     the first of the device's preference list that is installed and implements the spec."""
     if name is not None:
         backend = get(name)
         reason = backend.unavailable_reason() or backend.unsupported_reason(spec, device)
         if reason:
-            raise NotImplementedError(f"backend {name!r} cannot run this scan: {reason}")
+            op = "scan" if isinstance(spec, ScanSpec) else "top-k gather"
+            raise NotImplementedError(f"backend {name!r} cannot run this {op}: {reason}")
         return name
     for candidate in _PREFERENCE.get(device.type, ("reference",)):
         backend = _REGISTRY.get(candidate)

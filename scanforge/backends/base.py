@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..ir import ScanSpec
+from ..ir import GatherSpec, ScanSpec
 
 
 class ScanInputs(NamedTuple):
@@ -57,7 +57,7 @@ class Backend(ABC):
         """Why this backend cannot run on this machine (a missing library), or None."""
         return None
 
-    def unsupported_reason(self, spec: ScanSpec, device: torch.device) -> str | None:
+    def unsupported_reason(self, spec: ScanSpec | GatherSpec, device: torch.device) -> str | None:
         """Why this backend cannot run ``spec`` on ``device``, or None if it can."""
         return None
 
@@ -73,3 +73,15 @@ class Backend(ABC):
     def scan_backward(self, spec: ScanSpec, inputs: ScanInputs, dy: torch.Tensor,
                       dh_last: torch.Tensor | None, config: dict | None = None) -> dict[str, torch.Tensor]:
         """Gradients by input name (:data:`SCAN_GRAD_NAMES`), each like its input; absent ones omitted."""
+
+    @abstractmethod
+    def gather_forward(self, spec: GatherSpec, x: torch.Tensor, k: int, scores: torch.Tensor | None,
+                       config: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return ``(out, idx, slot)``: out (batch, k [+1], d) like x, idx (batch, k) int64, and
+        slot (batch, T) int32, the output row of each token (-1 if dropped) for the backward."""
+
+    @abstractmethod
+    def gather_backward(self, spec: GatherSpec, x: torch.Tensor, k: int, scores: torch.Tensor | None,
+                        slot: torch.Tensor, gout: torch.Tensor,
+                        config: dict | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return ``(dx, dscores)``; dscores is None when scores were not given."""

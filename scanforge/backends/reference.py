@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..ir import ScanSpec
-from ..reference import selective_scan_ref
+from ..ir import GatherSpec, ScanSpec
+from ..reference import selective_scan_ref, topk_gather_ref
 from .base import SCAN_GRAD_NAMES, Backend, ScanInputs
 
 
@@ -43,3 +43,20 @@ class ReferenceBackend(Backend):
             cotangents.append(torch.zeros_like(out[1]) if no_dh else dh_last.to(torch.float64))
         grads = vjp(tuple(cotangents))
         return {name: g.to(t.dtype) for name, g, t in zip(present, grads, originals)}
+
+    def gather_forward(self, spec, x, k, scores, config=None):
+        out, idx = _gather(spec, x, k, scores)
+        slot = torch.full(x.shape[:2], -1, dtype=torch.int32, device=x.device)
+        positions = torch.arange(k, dtype=torch.int32, device=x.device).expand_as(idx)
+        return out.to(x.dtype), idx, slot.scatter(1, idx, positions)
+
+    def gather_backward(self, spec, x, k, scores, slot, gout, config=None):
+        leaves = [x.detach().to(torch.float64)] + ([] if scores is None else [scores.detach().to(torch.float64)])
+        _, vjp = torch.func.vjp(lambda *t: _gather(spec, t[0], k, t[1] if len(t) > 1 else None)[0], *leaves)
+        grads = vjp(gout.to(torch.float64))
+        dscores = None if scores is None else grads[1].to(scores.dtype)
+        return grads[0].to(x.dtype), dscores
+
+
+def _gather(spec: GatherSpec, x, k, scores):
+    return topk_gather_ref(x, k, scores, keep_order=spec.keep_order, summary=spec.summary, weight=spec.weight)

@@ -8,17 +8,21 @@ import torch
 
 from .. import codegen
 from ..configs import config_for
-from ..ir import ScanSpec
+from ..ir import GatherSpec, ScanSpec
 from . import triton_interpreter
 from .base import Backend, ScanInputs, new_output
 
 
-def _module(spec: ScanSpec, inputs: ScanInputs, config: dict | None):
-    if inputs.u.device.type == "cpu":
+def _module(spec: ScanSpec | GatherSpec, shape: tuple[int, ...], device: torch.device, config: dict | None):
+    if device.type == "cpu":
         triton_interpreter.install()
     if config is None:
-        config = config_for("triton", spec, tuple(inputs.u.shape) + (inputs.A.shape[1],))
+        config = config_for("triton", spec, shape)
     return codegen.load(spec, "triton", config)
+
+
+def _scan_shape(inputs: ScanInputs) -> tuple[int, ...]:
+    return (*inputs.u.shape, inputs.A.shape[1])
 
 
 def interpreted() -> bool:
@@ -47,6 +51,8 @@ class TritonBackend(Backend):
             mode = ("interpreted (TRITON_INTERPRET=1 at import): CPU tensors only" if wanted == "cpu"
                     else "compiled: CUDA tensors only; set TRITON_INTERPRET=1 before starting Python for CPU tensors")
             return f"triton is loaded {mode}, got a tensor on {device}"
+        if isinstance(spec, GatherSpec):
+            return None
         if not spec.is_plain_causal:
             return (f"implements direction='causal' with stride=1 and no gate so far "
                     f"(got direction={spec.direction.value!r}, stride={spec.stride}, gated={spec.gated})")
@@ -62,7 +68,7 @@ class TritonBackend(Backend):
         h_last = (new_output((batch, dim, N), torch.float32, u.device) if spec.return_last_state
                   else u.new_empty((0,), dtype=torch.float32))
         h0 = None if inputs.initial_state is None else inputs.initial_state.contiguous()
-        _module(spec, inputs, config).launch_forward(*inputs.tensors[:8], h0, y, h_last)
+        _module(spec, _scan_shape(inputs), u.device, config).launch_forward(*inputs.tensors[:8], h0, y, h_last)
         return y, h_last
 
     def scan_backward(self, spec, inputs, dy, dh_last, config=None):
@@ -89,10 +95,31 @@ class TritonBackend(Backend):
             dh_last = torch.zeros((batch, dim, N), **f32)
         dh_last = dh_last.contiguous() if spec.return_last_state else None
         h0 = None if inputs.initial_state is None else inputs.initial_state.contiguous()
-        _module(spec.adjoint(), inputs, config).launch_backward(*inputs.tensors[:8], h0, dy, dh_last, grads)
+        module = _module(spec.adjoint(), _scan_shape(inputs), u.device, config)
+        module.launch_backward(*inputs.tensors[:8], h0, dy, dh_last, grads)
         reduce_batch = {"A", "D", "delta_bias"}
         result = {}
         for name, g in grads.items():
             like = getattr(inputs, name)
             result[name] = (g.sum(0) if name in reduce_batch else g).to(like.dtype)
         return result
+
+    def gather_forward(self, spec, x, k, scores, config=None):
+        batch, T, d = x.shape
+        module = _module(spec, (batch, T, d, k), x.device, config)
+        out = new_output((batch, k + (spec.summary.value != "none"), d), x.dtype, x.device)
+        idx = torch.empty((batch, k), dtype=torch.int64, device=x.device)
+        slot = torch.empty((batch, T), dtype=torch.int32, device=x.device)
+        module.launch_forward(x, k, scores, out, idx, slot)
+        return out, idx, slot
+
+    def gather_backward(self, spec, x, k, scores, slot, gout, config=None):
+        module = _module(spec.adjoint(), (*x.shape, k), x.device, config)
+        dx = new_output(x.shape, x.dtype, x.device)
+        learned = scores is not None and spec.weight.value == "sigmoid"
+        dscores = new_output(scores.shape, torch.float32, x.device) if learned else None
+        module.launch_backward(x, k, scores, slot, gout, dx, dscores)
+        if scores is None:
+            return dx, None
+        return dx, (dscores if learned else torch.zeros(scores.shape, device=x.device)).to(scores.dtype)
+

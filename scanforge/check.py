@@ -71,7 +71,7 @@ def _row(backend, op, variant, dtype, run) -> CheckRow:
 
 def run_checks(quick: bool = False, backend_names: list[str] | None = None) -> list[CheckRow]:
     """Check each (backend, op, variant, dtype) against the float64 reference."""
-    batch, dim, L, N = (1, 5, 40, 4) if quick else (2, 9, 130, 16)
+    batch, dim, L, N = (1, 6, 40, 4) if quick else (2, 9, 130, 16)
     T, d, k = (30, 16, 10) if quick else (196, 64, 64)
     rows = []
     for backend in backends.available():

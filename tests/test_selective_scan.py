@@ -63,21 +63,39 @@ def _assert_matches_reference(backend, spec, x, seed=0):
         assert err <= grad_tol, f"grad {name}: {err:.3e}"
 
 
+#: Variant families, each a test of its own per backend (unsupported combinations are skipped).
+FAMILIES = {
+    "causal": dict(),
+    "reverse": dict(direction="reverse"),
+    "bidirectional": dict(direction="bidirectional"),
+    "strided": dict(stride=3),
+    "gated-hard": dict(gated=True),
+    "gated-soft": dict(gated=True, gate_mode="soft"),
+}
+
+
 @st.composite
-def scan_cases(draw):
-    spec = ScanSpec(has_D=draw(st.booleans()), has_z=draw(st.booleans()), has_delta_bias=draw(st.booleans()),
-                    softplus=draw(st.booleans()), dtype=draw(st.sampled_from(["float32", "float16", "bfloat16"])),
-                    has_initial_state=draw(st.booleans()), return_last_state=draw(st.booleans()))
-    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 9)), draw(st.integers(1, 300)),
+def scan_cases(draw, family):
+    two_states = FAMILIES[family].get("direction") == "bidirectional"
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    spec = ScanSpec(**FAMILIES[family], has_D=draw(st.booleans()), has_z=draw(st.booleans()),
+                    has_delta_bias=draw(st.booleans()), softplus=draw(st.booleans()), grouped=groups > 1,
+                    dtype=draw(st.sampled_from(["float32", "float16", "bfloat16"])),
+                    has_initial_state=not two_states and draw(st.booleans()),
+                    return_last_state=not two_states and draw(st.booleans()))
+    shape = (draw(st.integers(1, 2)), groups * draw(st.integers(1, 4)), draw(st.integers(1, 300)),
              draw(st.sampled_from([1, 4, 16])))
-    return spec, shape, draw(st.booleans()), draw(st.integers(0, 2**16))
+    return spec, groups, shape, draw(st.booleans()), draw(st.integers(0, 2**16))
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("backend", BACKENDS)
-@given(case=scan_cases())
-def test_causal_scan_matches_reference(backend, case):
-    spec, (batch, dim, L, N), transpose, seed = case
-    x = random_scan_inputs(spec, batch, dim, L, N, device=DEVICE, seed=seed, transpose=transpose)
+@given(data=st.data())
+def test_scan_matches_reference(backend, family, data):
+    if not supported(backend, ScanSpec(**FAMILIES[family])):
+        pytest.skip(f"{backend} does not implement {family} scans")
+    spec, groups, (batch, dim, L, N), transpose, seed = data.draw(scan_cases(family))
+    x = random_scan_inputs(spec, batch, dim, L, N, groups=groups, device=DEVICE, seed=seed, transpose=transpose)
     _assert_matches_reference(backend, spec, x, seed)
 
 

@@ -25,6 +25,19 @@ def _scan_shape(inputs: ScanInputs) -> tuple[int, ...]:
     return (*inputs.u.shape, inputs.A.shape[1])
 
 
+def _scan_config(spec: ScanSpec, inputs: ScanInputs, config: dict | None) -> dict:
+    """The tiling config, with BLOCK_D shrunk to a divisor of dim / G for grouped B/C (a channel
+    block must read a single group)."""
+    config = dict(config or config_for("triton", spec, _scan_shape(inputs)))
+    if spec.grouped:
+        per_group = inputs.u.shape[1] // inputs.B.shape[1]
+        block = config["BLOCK_D"]
+        while per_group % block:
+            block //= 2
+        config["BLOCK_D"] = block
+    return config
+
+
 def interpreted() -> bool:
     """Whether triton was loaded in interpreter mode (TRITON_INTERPRET=1 when it was first imported).
 
@@ -53,11 +66,9 @@ class TritonBackend(Backend):
             return f"triton is loaded {mode}, got a tensor on {device}"
         if isinstance(spec, GatherSpec):
             return None
-        if not spec.is_plain_causal:
-            return (f"implements direction='causal' with stride=1 and no gate so far "
-                    f"(got direction={spec.direction.value!r}, stride={spec.stride}, gated={spec.gated})")
-        if spec.grouped:
-            return "does not implement grouped B/C (batch, G, N, L) yet"
+        if spec.stride != 1 or spec.gated:
+            return (f"does not implement strided or gated scans yet "
+                    f"(got stride={spec.stride}, gated={spec.gated})")
         return None
 
     def scan_forward(self, spec, inputs, config=None):
@@ -68,7 +79,8 @@ class TritonBackend(Backend):
         h_last = (new_output((batch, dim, N), torch.float32, u.device) if spec.return_last_state
                   else u.new_empty((0,), dtype=torch.float32))
         h0 = None if inputs.initial_state is None else inputs.initial_state.contiguous()
-        _module(spec, _scan_shape(inputs), u.device, config).launch_forward(*inputs.tensors[:8], h0, y, h_last)
+        module = _module(spec, _scan_shape(inputs), u.device, _scan_config(spec, inputs, config))
+        module.launch_forward(*inputs.tensors[:8], h0, y, h_last)
         return y, h_last
 
     def scan_backward(self, spec, inputs, dy, dh_last, config=None):
@@ -76,17 +88,19 @@ class TritonBackend(Backend):
         batch, dim, L = u.shape
         N = A.shape[1]
         f32 = dict(dtype=torch.float32, device=u.device)
+        two_pass = spec.direction.value == "bidirectional"  # its passes add into du, ddelta, dz: keep fp32
+        seq_dtype = torch.float32 if two_pass else u.dtype
         grads = {
-            "u": new_output(u.shape, u.dtype, u.device),
-            "delta": new_output(u.shape, inputs.delta.dtype, u.device),
+            "u": new_output(u.shape, seq_dtype, u.device),
+            "delta": new_output(u.shape, seq_dtype, u.device),
             "A": new_output((batch, dim, N), **f32),
-            "B": torch.zeros((batch, N, L), **f32),
-            "C": torch.zeros((batch, N, L), **f32),
+            "B": torch.zeros(inputs.B.shape, **f32),
+            "C": torch.zeros(inputs.C.shape, **f32),
         }
         if spec.has_D:
             grads["D"] = new_output((batch, dim), **f32)
         if spec.has_z:
-            grads["z"] = new_output(u.shape, inputs.z.dtype, u.device)
+            grads["z"] = new_output(u.shape, seq_dtype, u.device)
         if spec.has_delta_bias:
             grads["delta_bias"] = new_output((batch, dim), **f32)
         if spec.has_initial_state:
@@ -95,7 +109,8 @@ class TritonBackend(Backend):
             dh_last = torch.zeros((batch, dim, N), **f32)
         dh_last = dh_last.contiguous() if spec.return_last_state else None
         h0 = None if inputs.initial_state is None else inputs.initial_state.contiguous()
-        module = _module(spec.adjoint(), _scan_shape(inputs), u.device, config)
+        adjoint = spec.adjoint()
+        module = _module(adjoint, _scan_shape(inputs), u.device, _scan_config(adjoint, inputs, config))
         module.launch_backward(*inputs.tensors[:8], h0, dy, dh_last, grads)
         reduce_batch = {"A", "D", "delta_bias"}
         result = {}

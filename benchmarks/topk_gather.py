@@ -55,7 +55,7 @@ def main() -> None:
         x = torch.randn(batch, T, d, device=device)
         for k in ks:
             row = {"batch": batch, "T": T, "d": d, "k": k, "compression": round(T / k, 2),
-                   "pytorch_chain_s": median_seconds(lambda: pytorch_chain(x, k))}
+                   "pytorch_chain_s": median_seconds(lambda: pytorch_chain(x, k))}  # noqa: B023
             for name in fused:
                 t = median_seconds(lambda: sf.topk_gather(x, k, summary="mean", backend=name))  # noqa: B023
                 row[f"{name}_s"] = t

@@ -66,9 +66,10 @@ class TritonBackend(Backend):
             return f"triton is loaded {mode}, got a tensor on {device}"
         if isinstance(spec, GatherSpec):
             return None
-        if spec.stride != 1 or spec.gated:
-            return (f"does not implement strided or gated scans yet "
-                    f"(got stride={spec.stride}, gated={spec.gated})")
+        if spec.gated and spec.gate_mode.value == "soft":
+            return "does not implement gate_mode='soft' yet (hard gates, straight-through, are implemented)"
+        if (spec.stride > 1 or spec.gated) and spec.direction.value != "causal":
+            return "implements strided and gated scans for direction='causal' only"
         return None
 
     def scan_forward(self, spec, inputs, config=None):
@@ -80,7 +81,7 @@ class TritonBackend(Backend):
                   else u.new_empty((0,), dtype=torch.float32))
         h0 = None if inputs.initial_state is None else inputs.initial_state.contiguous()
         module = _module(spec, _scan_shape(inputs), u.device, _scan_config(spec, inputs, config))
-        module.launch_forward(*inputs.tensors[:8], h0, y, h_last)
+        module.launch_forward(*inputs.tensors[:9], inputs.gate_threshold, h0, y, h_last)
         return y, h_last
 
     def scan_backward(self, spec, inputs, dy, dh_last, config=None):
@@ -105,13 +106,15 @@ class TritonBackend(Backend):
             grads["delta_bias"] = new_output((batch, dim), **f32)
         if spec.has_initial_state:
             grads["initial_state"] = new_output((batch, dim, N), **f32)
+        if spec.gated:
+            grads["gate"] = torch.zeros(inputs.gate.shape, **f32)
         if spec.return_last_state and (dh_last is None or dh_last.numel() == 0):
             dh_last = torch.zeros((batch, dim, N), **f32)
         dh_last = dh_last.contiguous() if spec.return_last_state else None
         h0 = None if inputs.initial_state is None else inputs.initial_state.contiguous()
         adjoint = spec.adjoint()
         module = _module(adjoint, _scan_shape(inputs), u.device, _scan_config(adjoint, inputs, config))
-        module.launch_backward(*inputs.tensors[:8], h0, dy, dh_last, grads)
+        module.launch_backward(*inputs.tensors[:9], inputs.gate_threshold, h0, dy, dh_last, grads)
         reduce_batch = {"A", "D", "delta_bias"}
         result = {}
         for name, g in grads.items():

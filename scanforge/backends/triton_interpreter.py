@@ -25,7 +25,7 @@ def _generic_scan_by_slices(self, inputs):
             ret = self.combine_fn.fn(*acc, *cur)
             acc = ret if isinstance(ret, tuple) else (ret,)
         for out, value in zip(outs, acc):
-            out[i] = value.handle.data
+            out[i] = np.reshape(value.handle.data, out.shape[1:])
     return [self.to_tensor(np.ascontiguousarray(np.moveaxis(o, 0, self.axis)), arg.dtype)
             for o, arg in zip(outs, inputs)]
 

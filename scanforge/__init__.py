@@ -12,9 +12,13 @@ import torch
 if "triton" not in sys.modules and "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 
+from .decode import DecodeWindow, selective_state_update  # noqa: E402
 from .ir import Direction, GateMode, GatherSpec, ScanSpec  # noqa: E402
 from .ops import selective_scan, topk_gather  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Direction", "GatherSpec", "GateMode", "ScanSpec", "selective_scan", "topk_gather", "__version__"]
+__all__ = [
+    "DecodeWindow", "Direction", "GatherSpec", "GateMode", "ScanSpec", "selective_scan", "selective_state_update",
+    "topk_gather", "__version__",
+]

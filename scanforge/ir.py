@@ -27,6 +27,7 @@ class GateMode(str, Enum):
 class Phase(str, Enum):
     FORWARD = "fwd"
     BACKWARD = "bwd"
+    DECODE = "decode"  # one token, state updated in place (inference)
 
 
 class Summary(str, Enum):
@@ -97,6 +98,10 @@ class ScanSpec:
         if self.gated and self.stride != 1:
             raise ValueError("ScanSpec: a gated scan pools its windows from the gate; stride must be 1, "
                              f"got stride={self.stride}")
+        if self.phase is Phase.DECODE and (self.direction is not Direction.CAUSAL or self.has_initial_state
+                                           or self.return_last_state):
+            raise ValueError("ScanSpec: a decode step is causal and updates its state in place; "
+                             "direction must be 'causal' and the state flags False")
         if self.direction is Direction.BIDIRECTIONAL and (self.has_initial_state or self.return_last_state):
             raise ValueError("ScanSpec: a bidirectional scan has two states; initial_state/return_last_state "
                              "are only defined for direction='causal' or 'reverse'")
@@ -124,8 +129,8 @@ class ScanSpec:
         The backward of a scan running one way is a scan of the adjoint state running the
         other way; the backward template derives that from ``direction``.
         """
-        if self.phase is Phase.BACKWARD:
-            raise ValueError("ScanSpec.adjoint: the spec is already a backward spec")
+        if self.phase is not Phase.FORWARD:
+            raise ValueError(f"ScanSpec.adjoint: expected a forward spec, got phase {self.phase.value!r}")
         return dataclasses.replace(self, phase=Phase.BACKWARD)
 
 
@@ -162,6 +167,6 @@ class GatherSpec:
 
     def adjoint(self) -> GatherSpec:
         """The spec the backward kernel is generated from."""
-        if self.phase is Phase.BACKWARD:
-            raise ValueError("GatherSpec.adjoint: the spec is already a backward spec")
+        if self.phase is not Phase.FORWARD:
+            raise ValueError(f"GatherSpec.adjoint: expected a forward spec, got phase {self.phase.value!r}")
         return dataclasses.replace(self, phase=Phase.BACKWARD)

@@ -126,27 +126,53 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     return (y, h_last) if return_last_state else y
 
 
-def selective_state_update_ref(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False):
-    """One decode step, mamba-ssm's ``selective_state_update`` in float64 (functional).
+def selective_state_update_ref(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, *,
+                               stride=1, gate=None, gate_threshold=0.5, gate_mode="hard", window=None):
+    """One decode step: mamba-ssm's ``selective_state_update``, in float64 and functional.
 
     Shapes: ``state: (batch, dim, N)``; ``x, dt, z: (batch, dim)``; ``A: (dim, N)``;
-    ``B, C: (batch, N)`` or grouped ``(batch, G, N)``; ``D, dt_bias: (dim,)``.
-    Returns ``(out, new_state)``: ``new_state = exp(dt*A) * state + dt * B * x``,
-    ``out = (sum_n C * new_state + D * x) * silu(z)``.
+    ``B, C: (batch, N)`` or grouped ``(batch, G, N)``; ``D, dt_bias: (dim,)``; ``gate: (batch,)``.
+    Plain step: ``new_state = exp(dt*A) * state + dt * B * x``; ``out = (sum_n C * new_state + D*x) * silu(z)``.
+
+    Strided (stride=k) and gated steps continue the open window ``window = (acc_dt, acc_u, acc_B,
+    count)`` (shapes ``(batch, dim)``, ``(batch, dim)``, ``(batch, G or 1, N)``, ``(batch,)``), exactly
+    as :func:`selective_scan_ref` pools it: the step fires when the window holds k steps (strided) or
+    ``gate > gate_threshold`` (gated; ``"soft"`` mixes with the gate itself). Decoding token by token
+    equals the full scan, except that a full strided scan also updates at its last step (a window
+    cut short by the end of the sequence), which a decoder cannot know about.
+    Returns ``(out, new_state, new_window)`` (``new_window`` is None for a plain step).
     """
-    x64, A64 = _f64(x), _f64(A)
+    x64, A64, h = _f64(x), _f64(A), _f64(state)
     dt64 = _f64(dt) if dt_bias is None else _f64(dt) + _f64(dt_bias)
     if dt_softplus:
         dt64 = F.softplus(dt64)
-    Bc = _per_channel(_f64(B).unsqueeze(-1), x.shape[1]).squeeze(-1)
-    Cc = _per_channel(_f64(C).unsqueeze(-1), x.shape[1]).squeeze(-1)
-    new_state = torch.exp(dt64.unsqueeze(-1) * A64) * _f64(state) + (dt64 * x64).unsqueeze(-1) * Bc
-    out = (Cc * new_state).sum(-1)
+    B64 = _f64(B) if B.dim() == 3 else _f64(B).unsqueeze(1)
+    Bc = B64.repeat_interleave(x.shape[1] // B64.shape[1], dim=1)
+    C64 = _f64(C) if C.dim() == 3 else _f64(C).unsqueeze(1)
+    Cc = C64.repeat_interleave(x.shape[1] // C64.shape[1], dim=1)
+    new_window = None
+    if window is None:
+        h = torch.exp(dt64.unsqueeze(-1) * A64) * h + (dt64 * x64).unsqueeze(-1) * Bc
+    else:
+        acc_dt, acc_u, acc_B, count = (_f64(t) for t in window)
+        acc_dt, acc_u, acc_B, count = acc_dt + dt64, acc_u + x64, acc_B + B64, count + 1
+        mean_B = (acc_B / count[:, None, None]).repeat_interleave(x.shape[1] // acc_B.shape[1], dim=1)
+        update = (torch.exp(acc_dt.unsqueeze(-1) * A64) * h
+                  + (acc_dt * acc_u / count[:, None]).unsqueeze(-1) * mean_B)
+        if gate is None:
+            mix = reset = (count >= stride).to(torch.float64)
+        else:
+            hard = (_f64(gate) > gate_threshold).to(torch.float64)
+            mix, reset = (hard, hard) if GateMode(gate_mode) is GateMode.HARD else (_f64(gate), _f64(gate))
+        h = mix[:, None, None] * update + (1 - mix[:, None, None]) * h
+        keep = 1 - reset
+        new_window = (acc_dt * keep[:, None], acc_u * keep[:, None], acc_B * keep[:, None, None], count * keep)
+    out = (Cc * h).sum(-1)
     if D is not None:
         out = out + _f64(D) * x64
     if z is not None:
         out = out * F.silu(_f64(z))
-    return out, new_state
+    return out, h, new_window
 
 
 def topk_gather_ref(x, k, scores=None, *, keep_order=True, summary=None, weight=None):

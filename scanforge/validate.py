@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .ir import Direction, GateMode, GatherSpec, ScanSpec, Summary, Weight
+from .ir import Direction, GateMode, GatherSpec, Phase, ScanSpec, Summary, Weight
 
 _INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _DTYPE_NAME = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
@@ -149,3 +149,76 @@ def gather_spec_for(x, scores, keep_order, summary, weight) -> GatherSpec:
     """The kernel spec of (already validated) top-k gather arguments."""
     return GatherSpec(scores_given=scores is not None, keep_order=keep_order, summary=summary or "none",
                       weight=weight or "none", dtype=_DTYPE_NAME[x.dtype])
+
+
+def check_decode_args(state, x, dt, A, B, C, D, z, dt_bias, *, dt_softplus, stride, gate, gate_threshold,
+                      gate_mode, window) -> ScanSpec:
+    """Validate the arguments of :func:`scanforge.selective_state_update` and return the kernel spec."""
+    for name, t in (("state", state), ("x", x), ("dt", dt), ("A", A), ("B", B), ("C", C)):
+        _tensor(name, t)
+    for name, t in (("D", D), ("z", z), ("dt_bias", dt_bias), ("gate", gate)):
+        _tensor(name, t, optional=True)
+    if x.dim() != 2:
+        raise ValueError(f"x: expected a 2-d tensor (batch, dim), got {_describe(x)}")
+    _dtype("x", x, _INPUT_DTYPES, "x, dt and z share one floating dtype")
+    batch, dim = x.shape
+    _shape("dt", dt, x.shape, "(batch, dim) like x")
+    _dtype("dt", dt, (x.dtype,), "the dtype of x")
+    if z is not None:
+        _shape("z", z, x.shape, "(batch, dim) like x")
+        _dtype("z", z, (x.dtype,), "the dtype of x")
+    if A.dim() != 2 or A.shape[0] != dim or A.shape[1] < 1:
+        raise ValueError(f"A: expected shape (dim, N) with dim = {dim} and N >= 1, got {_describe(A)}")
+    _dtype("A", A, (torch.float32, x.dtype), "float32 or the dtype of x; complex A is not supported")
+    N = A.shape[1]
+    _shape("state", state, (batch, dim, N), "(batch, dim, N)")
+    _dtype("state", state, _INPUT_DTYPES, "a floating dtype (updated in place, computed in float32)")
+    for name, t in (("B", B), ("C", C)):
+        if t.dim() == 2:
+            _shape(name, t, (batch, N), "(batch, N)")
+        elif t.dim() == 3 and t.shape[1] >= 1 and dim % t.shape[1] == 0:
+            _shape(name, t, (batch, t.shape[1], N), "(batch, G, N)")
+        else:
+            raise ValueError(f"{name}: expected (batch, N) or grouped (batch, G, N) with dim = {dim} divisible "
+                             f"by G, got {_describe(t)}")
+        _dtype(name, t, (x.dtype, torch.float32), "the dtype of x or float32")
+    if C.shape != B.shape:
+        raise ValueError(f"C: expected the layout of B {tuple(B.shape)}, got {_describe(C)}")
+    for name, t in (("D", D), ("dt_bias", dt_bias)):
+        if t is not None:
+            _shape(name, t, (dim,), "(dim,)")
+            _dtype(name, t, (torch.float32, x.dtype), "float32 or the dtype of x")
+    if gate is not None:
+        _shape("gate", gate, (batch,), "(batch,): one gate value per row for this token")
+        _dtype("gate", gate, (torch.float32, x.dtype), "float32 or the dtype of x")
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride: expected an int >= 1, got {stride!r}")
+    if gate is not None and stride != 1:
+        raise ValueError(f"stride: a gated step pools its window from the gate; expected stride=1, got {stride}")
+    if gate_mode not in {m.value for m in GateMode} and not isinstance(gate_mode, GateMode):
+        raise ValueError(f"gate_mode: expected one of {[m.value for m in GateMode]}, got {gate_mode!r}")
+    pooled = stride > 1 or gate is not None
+    if pooled != (window is not None):
+        raise ValueError("window: a strided or gated step needs the open window (scanforge.DecodeWindow.zeros"
+                         "(...)); a plain step takes none" if pooled else
+                         "window: only a strided or gated step takes a window")
+    if window is not None:
+        groups = B.shape[1] if B.dim() == 3 else 1
+        for name, t, shape in (("window.acc_dt", window.acc_dt, (batch, dim)), ("window.acc_u", window.acc_u,
+                               (batch, dim)), ("window.acc_B", window.acc_B, (batch, groups, N)),
+                               ("window.count", window.count, (batch,))):
+            _tensor(name, t)
+            _shape(name, t, shape, "matching x, A and B")
+            _dtype(name, t, (torch.float32,), "window sums are float32")
+    for name, t in (("state", state), ("dt", dt), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z),
+                    ("dt_bias", dt_bias), ("gate", gate)):
+        if t is not None and t.device != x.device:
+            raise ValueError(f"{name}: expected the device of x ({x.device}), got {_describe(t)}")
+    return decode_spec_for(x, B, D, z, dt_bias, gate, dt_softplus, stride, gate_mode)
+
+
+def decode_spec_for(x, B, D, z, dt_bias, gate, dt_softplus, stride, gate_mode) -> ScanSpec:
+    """The kernel spec of (already validated) decode-step arguments."""
+    return ScanSpec(stride=stride, gated=gate is not None, gate_mode=GateMode(gate_mode), has_D=D is not None,
+                    has_z=z is not None, has_delta_bias=dt_bias is not None, softplus=dt_softplus,
+                    grouped=B.dim() == 3, dtype=_DTYPE_NAME[x.dtype], phase=Phase.DECODE)

@@ -60,3 +60,16 @@ def test_opcheck_topk_gather(backend):
     scores = torch.randn(2, 17, device=DEVICE, requires_grad=True)
     torch.library.opcheck(torch.ops.scanforge.topk_gather.default, (x, 5, scores, True, "mean", "sigmoid", backend),
                           test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+
+
+@pytest.mark.parametrize("backend", kernel_backends())
+@pytest.mark.parametrize("pooled", [False, True], ids=["plain", "strided"])
+def test_opcheck_decode_step(backend, pooled):
+    g = torch.Generator().manual_seed(2)
+    state = torch.randn(2, 4, 3, generator=g).to(DEVICE)
+    x, dt = torch.randn(2, 4, generator=g).to(DEVICE), torch.rand(2, 4, generator=g).to(DEVICE)
+    A, B, C = -torch.rand(4, 3).to(DEVICE), torch.randn(2, 3).to(DEVICE), torch.randn(2, 3).to(DEVICE)
+    window = sf.DecodeWindow.zeros(2, 4, 3, device=DEVICE).tensors() if pooled else (None,) * 4
+    args = (state, x, dt, A, B, C, None, None, None, None, *window, False, 3 if pooled else 1, 0.5, "hard", backend)
+    torch.library.opcheck(torch.ops.scanforge.selective_state_update.default, args,
+                          test_utils=("test_schema", "test_faketensor"))

@@ -132,8 +132,8 @@ def test_state_update_is_one_step_of_the_scan():
     x = _inputs(L=1)
     h0 = torch.randn(2, 3, 4, dtype=torch.float64)
     y, h = selective_scan_ref(**x, initial_state=h0, return_last_state=True)
-    out, new_state = selective_state_update_ref(h0, x["u"][..., 0], x["delta"][..., 0], x["A"], x["B"][..., 0],
-                                                x["C"][..., 0], D=x["D"])
+    out, new_state, _ = selective_state_update_ref(h0, x["u"][..., 0], x["delta"][..., 0], x["A"], x["B"][..., 0],
+                                                   x["C"][..., 0], D=x["D"])
     torch.testing.assert_close(out, y[..., 0])
     torch.testing.assert_close(new_state, h)
 
@@ -151,3 +151,26 @@ def test_topk_gather_ties_order_summary_weight():
     out, _ = topk_gather_ref(x, 1, summary="mean", weight="sigmoid")
     torch.testing.assert_close(out[0, 0], x[0, 0].double() * torch.sigmoid(torch.tensor(5.0, dtype=torch.float64)))
     torch.testing.assert_close(out[0, 1], x[0].double().mean(0))
+
+
+@pytest.mark.parametrize("variant", [dict(stride=4), dict(gate="every3"), dict(gate="random", gate_mode="soft")],
+                         ids=["stride4", "gate-every3", "gate-soft"])
+def test_pooled_decode_token_by_token_equals_full_scan(variant):
+    L = 12  # a multiple of 4 and 3: the strided scan ends on a window boundary
+    x = _inputs(L=L)
+    gate = None
+    if "gate" in variant:
+        gate = (torch.arange(L) % 3 == 2).to(torch.float64).expand(2, L) if variant["gate"] == "every3" else \
+            torch.rand(2, L, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    kwargs = dict(stride=variant.get("stride", 1), gate=gate, gate_mode=variant.get("gate_mode", "hard"))
+    full = selective_scan_ref(**x, **kwargs)
+    state = torch.zeros(2, 3, 4, dtype=torch.float64)
+    window = (torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 1, 4), torch.zeros(2))
+    outs = []
+    for t in range(L):
+        out, state, window = selective_state_update_ref(
+            state, x["u"][..., t], x["delta"][..., t], x["A"], x["B"][..., t], x["C"][..., t], D=x["D"],
+            stride=kwargs["stride"], gate=None if gate is None else gate[:, t], gate_mode=kwargs["gate_mode"],
+            window=window)
+        outs.append(out)
+    torch.testing.assert_close(torch.stack(outs, -1), full)

@@ -85,3 +85,10 @@ class Backend(ABC):
                         slot: torch.Tensor, gout: torch.Tensor,
                         config: dict | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return ``(dx, dscores)``; dscores is None when scores were not given."""
+
+    def scan_decode(self, spec: ScanSpec, state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor,
+                    B: torch.Tensor, C: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None,
+                    dt_bias: torch.Tensor | None, gate: torch.Tensor | None, gate_threshold: float,
+                    window: tuple[torch.Tensor, ...] | None, config: dict | None = None) -> torch.Tensor:
+        """One decode step: update ``state`` and ``window`` in place, return out (batch, dim) like x."""
+        raise NotImplementedError(f"backend {self.name!r} has no decode step")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..ir import GatherSpec, ScanSpec
-from ..reference import selective_scan_ref, topk_gather_ref
+from ..reference import selective_scan_ref, selective_state_update_ref, topk_gather_ref
 from .base import SCAN_GRAD_NAMES, Backend, ScanInputs
 
 
@@ -56,6 +56,15 @@ class ReferenceBackend(Backend):
         grads = vjp(gout.to(torch.float64))
         dscores = None if scores is None else grads[1].to(scores.dtype)
         return grads[0].to(x.dtype), dscores
+
+    def scan_decode(self, spec, state, x, dt, A, B, C, D, z, dt_bias, gate, gate_threshold, window, config=None):
+        out, new_state, new_window = selective_state_update_ref(
+            state, x, dt, A, B, C, D, z, dt_bias, spec.softplus, stride=spec.stride, gate=gate,
+            gate_threshold=gate_threshold, gate_mode=spec.gate_mode, window=window)
+        state.copy_(new_state)
+        for buffer, value in zip(window or (), new_window or ()):
+            buffer.copy_(value)
+        return out.to(x.dtype)
 
 
 def _gather(spec: GatherSpec, x, k, scores):

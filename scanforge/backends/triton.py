@@ -66,6 +66,8 @@ class TritonBackend(Backend):
             return f"triton is loaded {mode}, got a tensor on {device}"
         if isinstance(spec, GatherSpec):
             return None
+        if spec.phase.value == "decode":
+            return None
         if spec.gated and spec.gate_mode.value == "soft":
             return "does not implement gate_mode='soft' yet (hard gates, straight-through, are implemented)"
         if (spec.stride > 1 or spec.gated) and spec.direction.value != "causal":
@@ -121,6 +123,12 @@ class TritonBackend(Backend):
             like = getattr(inputs, name)
             result[name] = (g.sum(0) if name in reduce_batch else g).to(like.dtype)
         return result
+
+    def scan_decode(self, spec, state, x, dt, A, B, C, D, z, dt_bias, gate, gate_threshold, window, config=None):
+        module = _module(spec, (*x.shape, A.shape[1]), x.device, config)
+        out = new_output(x.shape, x.dtype, x.device)
+        module.launch_decode(state, x, dt, A, B, C, D, z, dt_bias, gate, gate_threshold, window, out)
+        return out
 
     def gather_forward(self, spec, x, k, scores, config=None):
         batch, T, d = x.shape

@@ -1,0 +1,87 @@
+"""The decode step on every backend: one token equals the reference, token-by-token decoding equals
+the full scan (plain, strided and gated), the state and window are updated in place."""
+
+import pytest
+import torch
+from helpers import DEVICE, kernel_backends
+
+import scanforge as sf
+from scanforge.accuracy import rel_error
+from scanforge.reference import selective_state_update_ref
+
+BACKENDS = kernel_backends()
+
+
+def _seq(batch=2, dim=6, L=24, N=4, groups=None, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    bc = (batch, groups, N, L) if groups else (batch, N, L)
+    return dict(u=torch.randn(batch, dim, L, generator=g).to(DEVICE, dtype),
+                delta=(torch.randn(batch, dim, L, generator=g) * 0.5 - 1).to(DEVICE, dtype),
+                A=(-torch.rand(dim, N, generator=g) - 0.3).to(DEVICE), B=torch.randn(*bc, generator=g).to(DEVICE, dtype),
+                C=torch.randn(*bc, generator=g).to(DEVICE, dtype), D=torch.randn(dim, generator=g).to(DEVICE),
+                z=torch.randn(batch, dim, L, generator=g).to(DEVICE, dtype),
+                delta_bias=(torch.randn(dim, generator=g) * 0.1).to(DEVICE))
+
+
+def _decode_all(backend, x, **variant):
+    batch, dim, L = x["u"].shape
+    N = x["A"].shape[1]
+    groups = x["B"].shape[1] if x["B"].dim() == 4 else 1
+    state = torch.zeros(batch, dim, N, device=DEVICE)
+    pooled = variant.get("stride", 1) > 1 or variant.get("gate") is not None
+    window = sf.DecodeWindow.zeros(batch, dim, N, groups, device=DEVICE) if pooled else None
+    outs = []
+    for t in range(L):
+        gate = variant.get("gate")
+        outs.append(sf.selective_state_update(
+            state, x["u"][..., t], x["delta"][..., t], x["A"], x["B"][..., t], x["C"][..., t], x["D"], x["z"][..., t],
+            x["delta_bias"], True, stride=variant.get("stride", 1), gate=None if gate is None else gate[:, t],
+            gate_mode=variant.get("gate_mode", "hard"), window=window, backend=backend))
+    return torch.stack(outs, -1), state
+
+
+VARIANTS = {"plain": {}, "stride4": {"stride": 4}, "gated": {"gate": "pattern"},
+            "gated-soft": {"gate": "random", "gate_mode": "soft"}}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("groups", [None, 3], ids=["shared", "grouped"])
+def test_decoding_token_by_token_equals_the_full_scan(backend, variant, groups):
+    x = _seq(groups=groups)
+    kwargs = dict(VARIANTS[variant])
+    if "gate" in kwargs:
+        g = torch.Generator().manual_seed(5)
+        gate = torch.rand(2, 24, generator=g) if kwargs["gate"] == "random" else (torch.rand(2, 24, generator=g) > 0.6)
+        kwargs["gate"] = gate.float().to(DEVICE)
+    outs, state = _decode_all(backend, x, **kwargs)
+    full, h_last = sf.selective_scan(**x, delta_softplus=True, return_last_state=True, backend="reference", **kwargs)
+    assert rel_error(outs, full) < 1e-5
+    assert rel_error(state, h_last) < 1e-5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_step_matches_reference(backend, dtype):
+    x = _seq(dtype=dtype, L=1)
+    state = torch.randn(2, 6, 4, device=DEVICE)
+    args = (x["u"][..., 0], x["delta"][..., 0], x["A"], x["B"][..., 0], x["C"][..., 0], x["D"], x["z"][..., 0],
+            x["delta_bias"], True)
+    ref_out, ref_state, _ = selective_state_update_ref(state.clone(), *args)
+    out = sf.selective_state_update(state, *args, backend=backend)
+    assert out.dtype == dtype
+    assert rel_error(out, ref_out) < 1e-2 and rel_error(state, ref_state) < 1e-5
+
+
+def test_window_is_required_exactly_for_pooled_steps():
+    x = _seq(L=1)
+    args = (torch.zeros(2, 6, 4, device=DEVICE), x["u"][..., 0], x["delta"][..., 0], x["A"], x["B"][..., 0],
+            x["C"][..., 0])
+    with pytest.raises(ValueError, match=r"^window: a strided or gated step needs"):
+        sf.selective_state_update(*args, stride=2)
+    with pytest.raises(ValueError, match=r"^window: only a strided or gated step"):
+        sf.selective_state_update(*args, window=sf.DecodeWindow.zeros(2, 6, 4))
+    with pytest.raises(ValueError, match=r"^state: expected shape"):
+        sf.selective_state_update(torch.zeros(2, 6, 5), *args[1:])
+    with pytest.raises(ValueError, match=r"^gate: expected shape \(batch,\)"):
+        sf.selective_state_update(*args, gate=torch.rand(2, 3), window=sf.DecodeWindow.zeros(2, 6, 4))

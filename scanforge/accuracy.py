@@ -85,7 +85,7 @@ def reference_outputs(spec: ScanSpec, inputs: ScanInputs, dy: torch.Tensor | Non
         out = selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, spec.softplus, direction=spec.direction,
                                  stride=spec.stride, gate=gate, gate_threshold=inputs.gate_threshold,
                                  gate_mode=spec.gate_mode, initial_state=h0,
-                                 return_last_state=spec.return_last_state)
+                                 return_last_state=spec.return_last_state, cu_seqlens=inputs.cu_seqlens)
         y, h_last = out if spec.return_last_state else (out, None)
         grads = {}
         if dy is not None:

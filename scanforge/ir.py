@@ -84,6 +84,7 @@ class ScanSpec:
     dtype: str = "float32"
     has_initial_state: bool = False
     return_last_state: bool = False
+    varlen: bool = False  # sequences packed along L, split by cu_seqlens (batch 1)
     phase: Phase = Phase.FORWARD
 
     def __post_init__(self) -> None:
@@ -91,13 +92,17 @@ class ScanSpec:
         _coerce_enum(self, "gate_mode", GateMode)
         _coerce_enum(self, "phase", Phase)
         _check_bool(self, ("gated", "has_D", "has_z", "has_delta_bias", "softplus", "grouped",
-                           "has_initial_state", "return_last_state"))
+                           "has_initial_state", "return_last_state", "varlen"))
         _check_dtype(self)
         if isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride < 1:
             raise ValueError(f"ScanSpec.stride: expected an int >= 1, got {self.stride!r}")
         if self.gated and self.stride != 1:
             raise ValueError("ScanSpec: a gated scan pools its windows from the gate; stride must be 1, "
                              f"got stride={self.stride}")
+        if self.varlen and (self.stride != 1 or self.gated or self.has_initial_state or self.return_last_state
+                            or self.phase is Phase.DECODE):
+            raise ValueError("ScanSpec: variable-length (cu_seqlens) scans are causal, reverse or bidirectional "
+                             "without stride, gate or states")
         if self.phase is Phase.DECODE and (self.direction is not Direction.CAUSAL or self.has_initial_state
                                            or self.return_last_state):
             raise ValueError("ScanSpec: a decode step is causal and updates its state in place; "
@@ -121,6 +126,8 @@ class ScanSpec:
             "grouped" if self.grouped else "shared", _DTYPE_TAG[self.dtype],
             "h0" if self.has_initial_state else "noh0", "hlast" if self.return_last_state else "nohlast",
         ]
+        if self.varlen:
+            parts.append("varlen")
         return "-".join(parts)
 
     def adjoint(self) -> ScanSpec:

@@ -18,17 +18,17 @@ __all__ = ["selective_scan", "topk_gather"]
 @torch.library.custom_op("scanforge::selective_scan", mutates_args=())
 def _selective_scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
                        z: Tensor | None, delta_bias: Tensor | None, gate: Tensor | None,
-                       initial_state: Tensor | None, delta_softplus: bool, direction: str, stride: int,
-                       gate_threshold: float, gate_mode: str, return_last_state: bool,
+                       initial_state: Tensor | None, cu_seqlens: Tensor | None, delta_softplus: bool, direction: str,
+                       stride: int, gate_threshold: float, gate_mode: str, return_last_state: bool,
                        backend: str) -> tuple[Tensor, Tensor]:
     spec = scan_spec_for(u, B, D, z, delta_bias, gate, initial_state, delta_softplus, direction, stride, gate_mode,
-                         return_last_state)
-    inputs = ScanInputs(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, gate_threshold)
+                         return_last_state, cu_seqlens)
+    inputs = ScanInputs(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, gate_threshold, cu_seqlens)
     return backends.get(backend).scan_forward(spec, inputs)
 
 
 @_selective_scan_op.register_fake
-def _(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, delta_softplus, direction, stride,
+def _(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, cu_seqlens, delta_softplus, direction, stride,
       gate_threshold, gate_mode, return_last_state, backend):
     batch, dim, _ = u.shape
     state_shape = (batch, dim, A.shape[1]) if return_last_state else (0,)
@@ -38,13 +38,13 @@ def _(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, delta_softplus, 
 @torch.library.custom_op("scanforge::selective_scan_backward", mutates_args=())
 def _selective_scan_backward_op(dy: Tensor, dh_last: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
                                 C: Tensor, D: Tensor | None, z: Tensor | None, delta_bias: Tensor | None,
-                                gate: Tensor | None, initial_state: Tensor | None, delta_softplus: bool,
-                                direction: str, stride: int, gate_threshold: float, gate_mode: str,
-                                return_last_state: bool, backend: str) -> list[Tensor]:
+                                gate: Tensor | None, initial_state: Tensor | None, cu_seqlens: Tensor | None,
+                                delta_softplus: bool, direction: str, stride: int, gate_threshold: float,
+                                gate_mode: str, return_last_state: bool, backend: str) -> list[Tensor]:
     """Gradients of every input in :data:`SCAN_GRAD_NAMES` order; an absent input gets an empty tensor."""
     spec = scan_spec_for(u, B, D, z, delta_bias, gate, initial_state, delta_softplus, direction, stride, gate_mode,
-                         return_last_state)
-    inputs = ScanInputs(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, gate_threshold)
+                         return_last_state, cu_seqlens)
+    inputs = ScanInputs(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, gate_threshold, cu_seqlens)
     grads = backends.get(backend).scan_backward(spec, inputs, dy, dh_last)
     return [grads[name] if name in grads else u.new_empty((0,)) for name in SCAN_GRAD_NAMES]
 
@@ -56,15 +56,15 @@ def _(dy, dh_last, u, delta, A, B, C, D, z, delta_bias, gate, initial_state, *ar
 
 
 def _setup_context(ctx, inputs, output):
-    ctx.save_for_backward(*inputs[:10])
-    ctx.options = inputs[10:]
+    ctx.save_for_backward(*inputs[:11])
+    ctx.options = inputs[11:]
 
 
 def _backward(ctx, dy, dh_last):
     saved = ctx.saved_tensors
     grads = torch.ops.scanforge.selective_scan_backward(dy, dh_last, *saved, *ctx.options)
     grads = [g if t is not None else None for g, t in zip(grads, saved)]
-    return (*grads, *([None] * len(ctx.options)))
+    return (*grads, None, *([None] * len(ctx.options)))
 
 
 _selective_scan_op.register_autograd(_backward, setup_context=_setup_context)
@@ -72,7 +72,7 @@ _selective_scan_op.register_autograd(_backward, setup_context=_setup_context)
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, *,
                    direction="causal", stride=1, gate=None, gate_threshold=0.5, gate_mode="hard",
-                   initial_state=None, return_last_state=False, backend=None):
+                   initial_state=None, return_last_state=False, cu_seqlens=None, backend=None):
     """Selective scan (Mamba's S6), the variants of :func:`scanforge.reference.selective_scan_ref`.
 
     Args:
@@ -86,6 +86,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
             ``gate_mode="hard"`` (straight-through gradients) or ``"soft"``.
         initial_state: ``[batch, dim, N]``, the state before the first step.
         return_last_state: also return the final state ``[batch, dim, N]`` (float32).
+        cu_seqlens: ``[num_seqs + 1]`` int offsets: variable-length sequences packed along L in a
+            batch of 1, each scanned on its own (causal, reverse, bidirectional; no states).
         backend: None (by device: tuned kernels, else the reference), ``"triton"``, ``"numba_cuda"``,
             ``"numba_cpu"`` or ``"reference"``.
 
@@ -94,10 +96,11 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     """
     spec = check_scan_args(u, delta, A, B, C, D, z, delta_bias, gate, initial_state,
                            delta_softplus=delta_softplus, direction=direction, stride=stride,
-                           gate_threshold=gate_threshold, gate_mode=gate_mode, return_last_state=return_last_state)
+                           gate_threshold=gate_threshold, gate_mode=gate_mode, return_last_state=return_last_state,
+                           cu_seqlens=cu_seqlens)
     name = backends.resolve(backend, spec, u.device)
     y, h_last = torch.ops.scanforge.selective_scan(
-        u, delta, A, B, C, D, z, delta_bias, gate, initial_state, delta_softplus, spec.direction.value,
+        u, delta, A, B, C, D, z, delta_bias, gate, initial_state, cu_seqlens, delta_softplus, spec.direction.value,
         stride, float(gate_threshold), spec.gate_mode.value, return_last_state, name)
     return (y, h_last) if return_last_state else y
 

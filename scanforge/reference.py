@@ -83,7 +83,7 @@ def _scan_one_way(u, dt, A, B, C, gate, gate_threshold, gate_mode, stride, h0):
 
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, *,
                        direction="causal", stride=1, gate=None, gate_threshold=0.5, gate_mode="hard",
-                       initial_state=None, return_last_state=False):
+                       initial_state=None, return_last_state=False, cu_seqlens=None):
     """Selective scan, computed in float64. Returns ``y`` or ``(y, h_last)``, both float64.
 
     Shapes: ``u, delta, z: (batch, dim, L)``; ``A: (dim, N)``; ``B, C: (batch, N, L)`` or grouped
@@ -99,7 +99,16 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     stride=k > 1 (strided slow channel): windows of k steps; one state update per window, at its
     last step, with ``dt_w = sum(dt)``, ``mean(B)``, ``mean(u)``; the state is held in between and
     ``y_t`` reads the latest state. gate (adaptive): see :func:`_scan_one_way`.
+    cu_seqlens ``(num_seqs + 1,)``: batch 1 holds sequences packed along L, the i-th spanning
+    ``cu_seqlens[i]:cu_seqlens[i+1]``; each is scanned on its own (states reset at boundaries).
     """
+    if cu_seqlens is not None:
+        bounds = [int(b) for b in cu_seqlens]
+        seq = lambda t, a, b: t[..., a:b] if t is not None and t.dim() >= 3 else t  # noqa: E731
+        parts = [selective_scan_ref(seq(u, a, b), seq(delta, a, b), A, seq(B, a, b), seq(C, a, b), D, seq(z, a, b),
+                                    delta_bias, delta_softplus, direction=direction)
+                 for a, b in zip(bounds[:-1], bounds[1:])]
+        return torch.cat(parts, dim=-1)
     direction, gate_mode = Direction(direction), GateMode(gate_mode)
     u64, A64, D64, z64 = _f64(u), _f64(A), _f64(D), _f64(z)
     dt = _f64(delta) if delta_bias is None else _f64(delta) + _f64(delta_bias)[:, None]

@@ -36,7 +36,7 @@ def _dtype(name: str, t: torch.Tensor, allowed: tuple, why: str) -> None:
 
 
 def check_scan_args(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, *, delta_softplus, direction,
-                    stride, gate_threshold, gate_mode, return_last_state) -> ScanSpec:
+                    stride, gate_threshold, gate_mode, return_last_state, cu_seqlens=None) -> ScanSpec:
     """Validate the arguments of :func:`scanforge.selective_scan` and return the kernel spec."""
     for name, t in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C)):
         _tensor(name, t)
@@ -103,18 +103,38 @@ def check_scan_args(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, *,
     if Direction(direction) is Direction.BIDIRECTIONAL and (initial_state is not None or return_last_state):
         raise ValueError("initial_state/return_last_state: a bidirectional scan has two states; "
                          "they are defined for direction='causal' or 'reverse' only")
+    if cu_seqlens is not None:
+        _check_cu_seqlens(cu_seqlens, u, stride, gate, initial_state, return_last_state)
     return scan_spec_for(u, B, D, z, delta_bias, gate, initial_state, delta_softplus, direction, stride,
-                         gate_mode, return_last_state)
+                         gate_mode, return_last_state, cu_seqlens)
+
+
+def _check_cu_seqlens(cu_seqlens, u, stride, gate, initial_state, return_last_state) -> None:
+    _tensor("cu_seqlens", cu_seqlens)
+    if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2 or cu_seqlens.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"cu_seqlens: expected a 1-d int32/int64 tensor (num_seqs + 1,), got {_describe(cu_seqlens)}")
+    if cu_seqlens.device != u.device:
+        raise ValueError(f"cu_seqlens: expected the device of u ({u.device}), got {_describe(cu_seqlens)}")
+    if u.shape[0] != 1:
+        raise ValueError(f"u: packed sequences (cu_seqlens) need batch 1, got {_describe(u)}")
+    if stride != 1 or gate is not None or initial_state is not None or return_last_state:
+        raise ValueError("cu_seqlens: variable-length scans take no stride, gate, initial_state or last state")
+    if torch.compiler.is_compiling():
+        return  # the values are data: checked eagerly only
+    bounds = cu_seqlens.tolist()
+    if bounds[0] != 0 or bounds[-1] != u.shape[2] or any(a >= b for a, b in zip(bounds[:-1], bounds[1:])):
+        raise ValueError(f"cu_seqlens: expected strictly increasing offsets from 0 to L = {u.shape[2]}, "
+                         f"got {bounds if len(bounds) <= 12 else bounds[:6] + ['...'] + bounds[-6:]}")
 
 
 def scan_spec_for(u, B, D, z, delta_bias, gate, initial_state, delta_softplus, direction, stride, gate_mode,
-                  return_last_state) -> ScanSpec:
+                  return_last_state, cu_seqlens=None) -> ScanSpec:
     """The kernel spec of (already validated) selective-scan arguments."""
     return ScanSpec(direction=Direction(direction), stride=stride, gated=gate is not None,
                     gate_mode=GateMode(gate_mode), has_D=D is not None, has_z=z is not None,
                     has_delta_bias=delta_bias is not None, softplus=delta_softplus, grouped=B.dim() == 4,
                     dtype=_DTYPE_NAME[u.dtype], has_initial_state=initial_state is not None,
-                    return_last_state=return_last_state)
+                    return_last_state=return_last_state, varlen=cu_seqlens is not None)
 
 
 def check_gather_args(x, k, scores, *, keep_order, summary, weight) -> GatherSpec:

@@ -17,7 +17,8 @@ def _seq(batch=2, dim=6, L=24, N=4, groups=None, dtype=torch.float32, seed=0):
     bc = (batch, groups, N, L) if groups else (batch, N, L)
     return dict(u=torch.randn(batch, dim, L, generator=g).to(DEVICE, dtype),
                 delta=(torch.randn(batch, dim, L, generator=g) * 0.5 - 1).to(DEVICE, dtype),
-                A=(-torch.rand(dim, N, generator=g) - 0.3).to(DEVICE), B=torch.randn(*bc, generator=g).to(DEVICE, dtype),
+                A=(-torch.rand(dim, N, generator=g) - 0.3).to(DEVICE),
+                B=torch.randn(*bc, generator=g).to(DEVICE, dtype),
                 C=torch.randn(*bc, generator=g).to(DEVICE, dtype), D=torch.randn(dim, generator=g).to(DEVICE),
                 z=torch.randn(batch, dim, L, generator=g).to(DEVICE, dtype),
                 delta_bias=(torch.randn(dim, generator=g) * 0.1).to(DEVICE))

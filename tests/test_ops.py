@@ -13,7 +13,7 @@ SPEC = ScanSpec(has_D=True, has_z=True, has_delta_bias=True, softplus=True, has_
 
 
 def _op_args(x, backend):
-    return (*x.tensors, True, "causal", 1, 0.5, "hard", True, backend)
+    return (*x.tensors, None, True, "causal", 1, 0.5, "hard", True, backend)
 
 
 @pytest.mark.parametrize("backend", kernel_backends())
@@ -29,7 +29,8 @@ def test_fake_impl_gives_output_metadata():
 
     x = random_scan_inputs(ScanSpec(dtype="bfloat16", return_last_state=True), 2, 3, 7, 5)
     with FakeTensorMode(allow_non_fake_inputs=True):
-        y, h = torch.ops.scanforge.selective_scan(*x.tensors, False, "causal", 1, 0.5, "hard", True, "reference")
+        y, h = torch.ops.scanforge.selective_scan(*x.tensors, None, False, "causal", 1, 0.5, "hard", True,
+                                                  "reference")
     assert y.shape == (2, 3, 7) and y.dtype == torch.bfloat16
     assert h.shape == (2, 3, 5) and h.dtype == torch.float32
 

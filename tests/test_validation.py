@@ -171,3 +171,23 @@ def _gather(**overrides):
 def test_bad_gather_arguments(overrides, exc, match):
     with pytest.raises(exc, match=match):
         _gather(**overrides)
+
+
+@pytest.mark.parametrize("cu, match", [
+    (torch.tensor([0, 3, 2, 6]), r"^cu_seqlens: expected strictly increasing offsets from 0 to L = 6"),
+    (torch.tensor([0, 3, 5]), r"^cu_seqlens: expected strictly increasing offsets from 0 to L = 6"),
+    (torch.tensor([1, 3, 6]), r"^cu_seqlens: expected strictly increasing offsets"),
+    (torch.tensor([0.0, 6.0]), r"^cu_seqlens: expected a 1-d int32/int64 tensor"),
+])
+def test_bad_cu_seqlens(cu, match):
+    with pytest.raises(ValueError, match=match):
+        sf.selective_scan(**_args(batch=1), cu_seqlens=cu)
+
+
+def test_cu_seqlens_needs_batch_one():
+    _raises(ValueError, r"^u: packed sequences \(cu_seqlens\) need batch 1", cu_seqlens=torch.tensor([0, 6]))
+
+
+def test_cu_seqlens_with_stride():
+    with pytest.raises(ValueError, match=r"^cu_seqlens: variable-length scans take no stride"):
+        sf.selective_scan(**_args(batch=1), cu_seqlens=torch.tensor([0, 6]), stride=2)

@@ -26,6 +26,7 @@ class ScanInputs(NamedTuple):
     gate: torch.Tensor | None
     initial_state: torch.Tensor | None
     gate_threshold: float
+    cu_seqlens: torch.Tensor | None = None
 
     @property
     def tensors(self) -> tuple[torch.Tensor | None, ...]:

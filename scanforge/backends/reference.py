@@ -15,7 +15,7 @@ def _run(spec: ScanSpec, x: ScanInputs, tensors) -> tuple[torch.Tensor, ...]:
     out = selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, spec.softplus, direction=spec.direction,
                              stride=spec.stride, gate=gate, gate_threshold=x.gate_threshold,
                              gate_mode=spec.gate_mode, initial_state=h0,
-                             return_last_state=spec.return_last_state)
+                             return_last_state=spec.return_last_state, cu_seqlens=x.cu_seqlens)
     return out if spec.return_last_state else (out,)
 
 

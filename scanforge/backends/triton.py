@@ -70,7 +70,7 @@ class TritonBackend(Backend):
             return None
         if spec.gated and spec.gate_mode.value == "soft":
             return "does not implement gate_mode='soft' yet (hard gates, straight-through, are implemented)"
-        if (spec.stride > 1 or spec.gated) and spec.direction.value != "causal":
+        if (spec.stride > 1 or spec.gated) and (spec.direction.value != "causal" or spec.varlen):
             return "implements strided and gated scans for direction='causal' only"
         return None
 
@@ -83,13 +83,14 @@ class TritonBackend(Backend):
                   else u.new_empty((0,), dtype=torch.float32))
         h0 = None if inputs.initial_state is None else inputs.initial_state.contiguous()
         module = _module(spec, _scan_shape(inputs), u.device, _scan_config(spec, inputs, config))
-        module.launch_forward(*inputs.tensors[:9], inputs.gate_threshold, h0, y, h_last)
+        module.launch_forward(*inputs.tensors[:9], inputs.gate_threshold, h0, y, h_last, cu_seqlens=inputs.cu_seqlens)
         return y, h_last
 
     def scan_backward(self, spec, inputs, dy, dh_last, config=None):
         u, A = inputs.u, inputs.A
-        batch, dim, L = u.shape
+        _, dim, _ = u.shape
         N = A.shape[1]
+        batch = u.shape[0] if inputs.cu_seqlens is None else inputs.cu_seqlens.numel() - 1  # program rows
         f32 = dict(dtype=torch.float32, device=u.device)
         two_pass = spec.direction.value == "bidirectional"  # its passes add into du, ddelta, dz: keep fp32
         seq_dtype = torch.float32 if two_pass else u.dtype
@@ -116,7 +117,8 @@ class TritonBackend(Backend):
         h0 = None if inputs.initial_state is None else inputs.initial_state.contiguous()
         adjoint = spec.adjoint()
         module = _module(adjoint, _scan_shape(inputs), u.device, _scan_config(adjoint, inputs, config))
-        module.launch_backward(*inputs.tensors[:9], inputs.gate_threshold, h0, dy, dh_last, grads)
+        module.launch_backward(*inputs.tensors[:9], inputs.gate_threshold, h0, dy, dh_last, grads,
+                               cu_seqlens=inputs.cu_seqlens)
         reduce_batch = {"A", "D", "delta_bias"}
         result = {}
         for name, g in grads.items():

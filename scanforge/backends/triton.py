@@ -68,8 +68,6 @@ class TritonBackend(Backend):
             return None
         if spec.phase.value == "decode":
             return None
-        if spec.gated and spec.gate_mode.value == "soft":
-            return "does not implement gate_mode='soft' yet (hard gates, straight-through, are implemented)"
         if (spec.stride > 1 or spec.gated) and (spec.direction.value != "causal" or spec.varlen):
             return "implements strided and gated scans for direction='causal' only"
         return None

@@ -35,6 +35,16 @@ def _dtype(name: str, t: torch.Tensor, allowed: tuple, why: str) -> None:
         raise TypeError(f"{name}: expected dtype {names} ({why}), got {_describe(t)}")
 
 
+def _check_unit_interval(name: str, t: torch.Tensor) -> None:
+    """Gates live in [0, 1] (a soft gate mixes with them). Checked eagerly: one host sync per call."""
+    if torch.compiler.is_compiling() or t.numel() == 0:
+        return
+    low, high = torch.aminmax(t.detach())
+    if not (0.0 <= low.item() and high.item() <= 1.0):
+        raise ValueError(f"{name}: expected values in [0, 1], got min {low.item():.4g}, max {high.item():.4g} "
+                         f"({_describe(t)})")
+
+
 def check_scan_args(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, *, delta_softplus, direction,
                     stride, gate_threshold, gate_mode, return_last_state, cu_seqlens=None) -> ScanSpec:
     """Validate the arguments of :func:`scanforge.selective_scan` and return the kernel spec."""
@@ -79,6 +89,7 @@ def check_scan_args(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, *,
     if gate is not None:
         _shape("gate", gate, (batch, L), "(batch, L)")
         _dtype("gate", gate, (torch.float32, u.dtype), "float32 or the dtype of u")
+        _check_unit_interval("gate", gate)
     if initial_state is not None:
         _shape("initial_state", initial_state, (batch, dim, N), "(batch, dim, N)")
         _dtype("initial_state", initial_state, _INPUT_DTYPES, "a floating dtype")
@@ -211,6 +222,7 @@ def check_decode_args(state, x, dt, A, B, C, D, z, dt_bias, *, dt_softplus, stri
     if gate is not None:
         _shape("gate", gate, (batch,), "(batch,): one gate value per row for this token")
         _dtype("gate", gate, (torch.float32, x.dtype), "float32 or the dtype of x")
+        _check_unit_interval("gate", gate)
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
         raise ValueError(f"stride: expected an int >= 1, got {stride!r}")
     if gate is not None and stride != 1:

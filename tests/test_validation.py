@@ -191,3 +191,11 @@ def test_cu_seqlens_needs_batch_one():
 def test_cu_seqlens_with_stride():
     with pytest.raises(ValueError, match=r"^cu_seqlens: variable-length scans take no stride"):
         sf.selective_scan(**_args(batch=1), cu_seqlens=torch.tensor([0, 6]), stride=2)
+
+
+def test_gate_out_of_range():
+    _raises(ValueError, r"^gate: expected values in \[0, 1\], got min -0.5", gate=torch.full((2, 6), -0.5))
+
+
+def test_gate_integer_dtype():
+    _raises(TypeError, r"^gate: expected dtype", gate=torch.ones(2, 6, dtype=torch.int64))

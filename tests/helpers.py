@@ -18,3 +18,8 @@ def supported(backend: str, spec) -> bool:
 
 def shape_id(batch, dim, L, N, dtype) -> str:
     return f"B{batch}-D{dim}-L{L}-N{N}-{dtype}"
+
+
+def backends_for(spec) -> list[str]:
+    """The installed backends that implement ``spec`` on this device."""
+    return [name for name in kernel_backends() if supported(name, spec)]

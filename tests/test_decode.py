@@ -3,13 +3,14 @@ the full scan (plain, strided and gated), the state and window are updated in pl
 
 import pytest
 import torch
-from helpers import DEVICE, kernel_backends
+from helpers import DEVICE, backends_for
 
 import scanforge as sf
 from scanforge.accuracy import rel_error
+from scanforge.ir import ScanSpec
 from scanforge.reference import selective_state_update_ref
 
-BACKENDS = kernel_backends()
+BACKENDS = backends_for(ScanSpec(phase="decode"))
 
 
 def _seq(batch=2, dim=6, L=24, N=4, groups=None, dtype=torch.float32, seed=0):

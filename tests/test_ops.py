@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from helpers import DEVICE, kernel_backends
+from helpers import DEVICE, backends_for, kernel_backends
 
 import scanforge as sf
 from scanforge.accuracy import random_scan_inputs, rel_error
-from scanforge.ir import ScanSpec
+from scanforge.ir import GatherSpec, ScanSpec
 
 SPEC = ScanSpec(has_D=True, has_z=True, has_delta_bias=True, softplus=True, has_initial_state=True,
                 return_last_state=True)
@@ -55,7 +55,7 @@ def test_torch_compile_fullgraph_forward_and_backward(backend):
         assert rel_error(comp, eager) < 1e-6
 
 
-@pytest.mark.parametrize("backend", kernel_backends())
+@pytest.mark.parametrize("backend", backends_for(GatherSpec()))
 def test_opcheck_topk_gather(backend):
     x = torch.randn(2, 17, 6, device=DEVICE, requires_grad=True)
     scores = torch.randn(2, 17, device=DEVICE, requires_grad=True)
@@ -63,7 +63,7 @@ def test_opcheck_topk_gather(backend):
                           test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
 
 
-@pytest.mark.parametrize("backend", kernel_backends())
+@pytest.mark.parametrize("backend", backends_for(ScanSpec(phase="decode")))
 @pytest.mark.parametrize("pooled", [False, True], ids=["plain", "strided"])
 def test_opcheck_decode_step(backend, pooled):
     g = torch.Generator().manual_seed(2)

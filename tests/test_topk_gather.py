@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers import DEVICE, kernel_backends
+from helpers import DEVICE, backends_for
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -12,7 +12,7 @@ from scanforge.accuracy import check_gather, passes, random_gather_inputs
 from scanforge.ir import GatherSpec
 from scanforge.reference import topk_gather_ref
 
-BACKENDS = kernel_backends()
+BACKENDS = backends_for(GatherSpec())
 
 
 @st.composite

@@ -6,12 +6,13 @@ import torch
 
 from ..ir import GatherSpec, ScanSpec
 from .base import Backend, ScanInputs
+from .numba_cpu import NumbaCPUBackend
 from .reference import ReferenceBackend
 from .triton import TritonBackend
 
 __all__ = ["Backend", "ScanInputs", "get", "names", "available", "resolve"]
 
-_REGISTRY: dict[str, Backend] = {b.name: b for b in (TritonBackend(), ReferenceBackend())}
+_REGISTRY: dict[str, Backend] = {b.name: b for b in (TritonBackend(), NumbaCPUBackend(), ReferenceBackend())}
 
 #: Preference order when ``backend=None``: the tuned kernels of the device, then the reference.
 _PREFERENCE = {"cuda": ("triton", "numba_cuda", "reference"), "cpu": ("numba_cpu", "reference")}

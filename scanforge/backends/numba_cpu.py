@@ -1,0 +1,103 @@
+"""Numba CPU backend: kernels rendered from ``templates/numba_cpu``, compiled once and cached on disk.
+
+Inputs are viewed as contiguous float32 NumPy arrays (bfloat16/float16 are converted: NumPy has no
+bfloat16); the kernels compute in float64 scalars, parallel over (sequence, block of channels).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import torch
+
+from .. import codegen
+from ..configs import config_for
+from ..ir import GatherSpec, ScanSpec
+from .base import Backend, ScanInputs
+
+
+def _np(t: torch.Tensor | None, shape=(0,)) -> np.ndarray:
+    """A contiguous float32 NumPy view (or copy) of t; an empty array for an absent input."""
+    if t is None:
+        return np.zeros(shape, dtype=np.float32)
+    return t.detach().to(torch.float32).contiguous().numpy()
+
+
+def _bc(t: torch.Tensor) -> np.ndarray:
+    return _np(t if t.dim() == 4 else t.unsqueeze(1))
+
+
+def _module(spec: ScanSpec, inputs: ScanInputs, config: dict | None):
+    config = config or config_for("numba_cpu", spec, (*inputs.u.shape, inputs.A.shape[1]))
+    return codegen.load(spec, "numba_cpu", config)
+
+
+def _common(inputs: ScanInputs):
+    x = inputs
+    packed = x.cu_seqlens is not None
+    bounds = x.cu_seqlens.to(torch.int64).numpy() if packed else np.zeros(1, dtype=np.int64)
+    return (_np(x.u), _np(x.delta), _np(x.A), _bc(x.B), _bc(x.C), _np(x.D), _np(x.z, (0, 0, 0)),
+            _np(x.delta_bias), _np(x.gate, (0, 0)), _np(x.initial_state, (0, 0, 0)), bounds, packed)
+
+
+class NumbaCPUBackend(Backend):
+    name = "numba_cpu"
+
+    def unavailable_reason(self):
+        if importlib.util.find_spec("numba") is None:
+            return "the numba package is not installed"
+        return None
+
+    def unsupported_reason(self, spec, device):
+        if device.type != "cpu":
+            return f"runs on CPU tensors, got a tensor on {device}"
+        if isinstance(spec, GatherSpec):
+            return "does not implement top-k gather yet"
+        if spec.phase.value == "decode":
+            return "does not implement the decode step yet"
+        return None
+
+    def scan_forward(self, spec, inputs, config=None):
+        batch, dim, L = inputs.u.shape
+        N = inputs.A.shape[1]
+        y = np.empty((batch, dim, L), dtype=np.float32)
+        h_last = np.empty((batch, dim, N) if spec.return_last_state else (0, 0, 0), dtype=np.float32)
+        _module(spec, inputs, config).scan_forward(*_common(inputs), spec.softplus, float(inputs.gate_threshold),
+                                                   y, h_last)
+        h = torch.from_numpy(h_last) if spec.return_last_state else inputs.u.new_empty((0,), dtype=torch.float32)
+        return torch.from_numpy(y).to(inputs.u.dtype), h
+
+    def scan_backward(self, spec, inputs, dy, dh_last, config=None):
+        module = _module(spec.adjoint(), inputs, config)
+        batch, dim, L = inputs.u.shape
+        N = inputs.A.shape[1]
+        G = inputs.B.shape[1] if inputs.B.dim() == 4 else 1
+        rows = batch if inputs.cu_seqlens is None else inputs.cu_seqlens.numel() - 1
+        blocks = -(-dim // module.BLOCK_D)
+        f32 = dict(dtype=np.float32)
+        seq = (batch, dim, L)
+        out = dict(du=np.empty(seq, **f32), ddelta=np.empty(seq, **f32),
+                   dz=np.empty(seq if spec.has_z else (0, 0, 0), **f32), dA=np.zeros((rows, dim, N), **f32),
+                   dB=np.zeros((blocks, batch, G, N, L), **f32), dC=np.zeros((blocks, batch, G, N, L), **f32),
+                   dD=np.zeros((rows, dim), **f32), dbias=np.zeros((rows, dim), **f32),
+                   dgate=np.zeros((blocks, batch, L), **f32),
+                   dh0=np.zeros((batch, dim, N) if spec.has_initial_state else (0, 0, 0), **f32))
+        no_dh = not spec.return_last_state or dh_last is None or dh_last.numel() == 0
+        module.scan_backward(*_common(inputs), spec.softplus, float(inputs.gate_threshold), _np(dy),
+                             _np(None, (0, 0, 0)) if no_dh else _np(dh_last), *out.values())
+        t = {k: torch.from_numpy(v) for k, v in out.items()}
+        grads = {"u": t["du"], "delta": t["ddelta"], "A": t["dA"].sum(0),
+                 "B": t["dB"].sum(0), "C": t["dC"].sum(0)}
+        if inputs.B.dim() == 3:
+            grads["B"], grads["C"] = grads["B"][:, 0], grads["C"][:, 0]
+        optional = {"D": t["dD"].sum(0), "z": t["dz"], "delta_bias": t["dbias"].sum(0),
+                    "gate": t["dgate"].sum(0), "initial_state": t["dh0"]}
+        grads.update({k: v for k, v in optional.items() if getattr(inputs, k) is not None})
+        return {k: v.to(getattr(inputs, k).dtype) for k, v in grads.items()}
+
+    def gather_forward(self, spec, x, k, scores, config=None):
+        raise NotImplementedError("numba_cpu: top-k gather is not implemented yet")
+
+    def gather_backward(self, spec, x, k, scores, slot, gout, config=None):
+        raise NotImplementedError("numba_cpu: top-k gather is not implemented yet")

@@ -28,9 +28,12 @@ def _bc(t: torch.Tensor) -> np.ndarray:
     return _np(t if t.dim() == 4 else t.unsqueeze(1))
 
 
-def _module(spec: ScanSpec, inputs: ScanInputs, config: dict | None):
-    config = config or config_for("numba_cpu", spec, (*inputs.u.shape, inputs.A.shape[1]))
-    return codegen.load(spec, "numba_cpu", config)
+def _module(spec: ScanSpec | GatherSpec, shape: tuple[int, ...], config: dict | None):
+    return codegen.load(spec, "numba_cpu", config or config_for("numba_cpu", spec, shape))
+
+
+def _scan_shape(inputs: ScanInputs) -> tuple[int, ...]:
+    return (*inputs.u.shape, inputs.A.shape[1])
 
 
 def _common(inputs: ScanInputs):
@@ -52,8 +55,6 @@ class NumbaCPUBackend(Backend):
     def unsupported_reason(self, spec, device):
         if device.type != "cpu":
             return f"runs on CPU tensors, got a tensor on {device}"
-        if isinstance(spec, GatherSpec):
-            return "does not implement top-k gather yet"
         if spec.phase.value == "decode":
             return "does not implement the decode step yet"
         return None
@@ -63,13 +64,13 @@ class NumbaCPUBackend(Backend):
         N = inputs.A.shape[1]
         y = np.empty((batch, dim, L), dtype=np.float32)
         h_last = np.empty((batch, dim, N) if spec.return_last_state else (0, 0, 0), dtype=np.float32)
-        _module(spec, inputs, config).scan_forward(*_common(inputs), spec.softplus, float(inputs.gate_threshold),
-                                                   y, h_last)
+        module = _module(spec, _scan_shape(inputs), config)
+        module.scan_forward(*_common(inputs), spec.softplus, float(inputs.gate_threshold), y, h_last)
         h = torch.from_numpy(h_last) if spec.return_last_state else inputs.u.new_empty((0,), dtype=torch.float32)
         return torch.from_numpy(y).to(inputs.u.dtype), h
 
     def scan_backward(self, spec, inputs, dy, dh_last, config=None):
-        module = _module(spec.adjoint(), inputs, config)
+        module = _module(spec.adjoint(), _scan_shape(inputs), config)
         batch, dim, L = inputs.u.shape
         N = inputs.A.shape[1]
         G = inputs.B.shape[1] if inputs.B.dim() == 4 else 1
@@ -97,7 +98,21 @@ class NumbaCPUBackend(Backend):
         return {k: v.to(getattr(inputs, k).dtype) for k, v in grads.items()}
 
     def gather_forward(self, spec, x, k, scores, config=None):
-        raise NotImplementedError("numba_cpu: top-k gather is not implemented yet")
+        batch, T, d = x.shape
+        module = _module(spec, (batch, T, d, k), config)
+        out = np.empty((batch, k + (spec.summary.value != "none"), d), dtype=np.float32)
+        idx = np.empty((batch, k), dtype=np.int64)
+        slot = np.empty((batch, T), dtype=np.int32)
+        module.gather_forward(_np(x), _np(scores, (0, 0)), k, out, idx, slot)
+        return torch.from_numpy(out).to(x.dtype), torch.from_numpy(idx), torch.from_numpy(slot)
 
     def gather_backward(self, spec, x, k, scores, slot, gout, config=None):
-        raise NotImplementedError("numba_cpu: top-k gather is not implemented yet")
+        module = _module(spec.adjoint(), (*x.shape, k), config)
+        dx = np.empty(tuple(x.shape), dtype=np.float32)
+        learned = scores is not None and spec.weight.value == "sigmoid"
+        dscores = np.empty(tuple(scores.shape) if learned else (0, 0), dtype=np.float32)
+        module.gather_backward(_np(x), _np(scores, (0, 0)), k, slot.contiguous().numpy(), _np(gout), dx, dscores)
+        if scores is None:
+            return torch.from_numpy(dx).to(x.dtype), None
+        ds = torch.from_numpy(dscores) if learned else torch.zeros(scores.shape)
+        return torch.from_numpy(dx).to(x.dtype), ds.to(scores.dtype)

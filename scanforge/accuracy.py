@@ -145,7 +145,7 @@ def check_gather(backend: Backend, spec: GatherSpec, x: torch.Tensor, k: int, sc
                  config: dict | None = None, grads: bool = True, seed: int = 1) -> dict[str, float]:
     """Run ``backend``'s top-k gather and return relative errors against the reference: ``out``,
     ``idx`` (1.0 if any index differs, else 0.0), and ``grad_x`` / ``grad_scores`` if ``grads``."""
-    out, idx, _ = backend.gather_forward(spec, x, k, scores, config)
+    out, idx, slot = backend.gather_forward(spec, x, k, scores, config)
     leaves = [x.detach().to(torch.float64).requires_grad_()]
     if scores is not None:
         leaves.append(scores.detach().to(torch.float64).requires_grad_())
@@ -155,7 +155,6 @@ def check_gather(backend: Backend, spec: GatherSpec, x: torch.Tensor, k: int, sc
     errors = {"out": rel_error(out, ref), "idx": float(not torch.equal(idx.cpu(), ref_idx.cpu()))}
     if grads:
         gout = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out.device, out.dtype)
-        slot = backend.gather_forward(spec, x, k, scores, config)[2]
         dx, dscores = backend.gather_backward(spec, x, k, scores, slot, gout, config)
         ref_grads = torch.autograd.grad(ref, leaves, gout.to(torch.float64), allow_unused=True)
         errors["grad_x"] = rel_error(dx, ref_grads[0])

@@ -25,7 +25,8 @@ from .ir import GatherSpec, ScanSpec
 from .paths import cache_dir
 
 _ENTRY_TEMPLATE = {ScanSpec: "scan_module.j2", GatherSpec: "gather_module.j2"}
-_modules: dict[str, ModuleType] = {}
+_modules: dict[str, ModuleType] = {}  # by generated file: specs that render the same source share it
+_loaded: dict[tuple, ModuleType] = {}  # by (backend, spec, config): no re-rendering on the op's hot path
 _lock = threading.Lock()
 
 
@@ -64,12 +65,17 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def load(spec: ScanSpec | GatherSpec, backend: str, config: Mapping[str, object]) -> ModuleType:
     """Render, write (once) and import the kernel module of ``spec`` with ``config``."""
+    memo = (backend, spec, tuple(sorted(config.items())))
+    module = _loaded.get(memo)
+    if module is not None:
+        return module
     source = render(spec, backend, config)
     path = source_path(spec, backend, source)
     key = str(path)
     with _lock:
         module = _modules.get(key)
         if module is not None:
+            _loaded[memo] = module
             return module
         if not path.exists() or path.read_text() != source:
             _write_atomic(path, source)
@@ -78,5 +84,5 @@ def load(spec: ScanSpec | GatherSpec, backend: str, config: Mapping[str, object]
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[name] = module  # triton resolves globals of jitted functions through the module
         module_spec.loader.exec_module(module)
-        _modules[key] = module
+        _modules[key] = _loaded[memo] = module
         return module

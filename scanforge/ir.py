@@ -111,11 +111,6 @@ class ScanSpec:
             raise ValueError("ScanSpec: a bidirectional scan has two states; initial_state/return_last_state "
                              "are only defined for direction='causal' or 'reverse'")
 
-    @property
-    def is_plain_causal(self) -> bool:
-        """True when every step updates the state (no stride, no gate) and time runs forward."""
-        return self.direction is Direction.CAUSAL and self.stride == 1 and not self.gated
-
     def key(self) -> str:
         """A stable, readable identifier: equal specs give equal keys in every process."""
         parts = [

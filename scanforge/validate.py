@@ -35,6 +35,32 @@ def _dtype(name: str, t: torch.Tensor, allowed: tuple, why: str) -> None:
         raise TypeError(f"{name}: expected dtype {names} ({why}), got {_describe(t)}")
 
 
+def _same_as(name: str, t: torch.Tensor, ref: torch.Tensor, ref_name: str, meaning: str) -> None:
+    _shape(name, t, ref.shape, f"{meaning} like {ref_name}")
+    _dtype(name, t, (ref.dtype,), f"the dtype of {ref_name}")
+
+
+def _check_A(A: torch.Tensor, dim: int, ref: torch.Tensor, ref_name: str) -> int:
+    """A is (dim, N), float32 or the dtype of the sequence input; returns N."""
+    if A.dim() != 2 or A.shape[0] != dim or A.shape[1] < 1:
+        raise ValueError(f"A: expected shape (dim, N) with dim = {dim} and N >= 1, got {_describe(A)}")
+    _dtype("A", A, (torch.float32, ref.dtype), f"float32 or the dtype of {ref_name}; complex A is not supported")
+    return A.shape[1]
+
+
+def _check_per_channel(named, dim: int, ref: torch.Tensor, ref_name: str) -> None:
+    for name, t in named:
+        if t is not None:
+            _shape(name, t, (dim,), "(dim,)")
+            _dtype(name, t, (torch.float32, ref.dtype), f"float32 or the dtype of {ref_name}")
+
+
+def _check_devices(named, ref: torch.Tensor, ref_name: str) -> None:
+    for name, t in named:
+        if t is not None and t.device != ref.device:
+            raise ValueError(f"{name}: expected the device of {ref_name} ({ref.device}), got {_describe(t)}")
+
+
 def _check_unit_interval(name: str, t: torch.Tensor) -> None:
     """Gates live in [0, 1] (a soft gate mixes with them). Checked eagerly: one host sync per call."""
     if torch.compiler.is_compiling() or t.numel() == 0:
@@ -59,15 +85,10 @@ def check_scan_args(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, *,
     batch, dim, L = u.shape
     if min(batch, dim, L) < 1:
         raise ValueError(f"u: expected batch, dim and L >= 1, got {_describe(u)}")
-    _shape("delta", delta, u.shape, "(batch, dim, L) like u")
-    _dtype("delta", delta, (u.dtype,), "the dtype of u")
+    _same_as("delta", delta, u, "u", "(batch, dim, L)")
     if z is not None:
-        _shape("z", z, u.shape, "(batch, dim, L) like u")
-        _dtype("z", z, (u.dtype,), "the dtype of u")
-    if A.dim() != 2 or A.shape[0] != dim or A.shape[1] < 1:
-        raise ValueError(f"A: expected shape (dim, N) with dim = {dim} and N >= 1, got {_describe(A)}")
-    _dtype("A", A, (torch.float32, u.dtype), "float32 or the dtype of u; complex A is not supported")
-    N = A.shape[1]
+        _same_as("z", z, u, "u", "(batch, dim, L)")
+    N = _check_A(A, dim, u, "u")
     for name, t in (("B", B), ("C", C)):
         if t.dim() == 3:
             _shape(name, t, (batch, N, L), "(batch, N, L)")
@@ -82,10 +103,7 @@ def check_scan_args(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, *,
         _dtype(name, t, (u.dtype, torch.float32), "the dtype of u or float32")
     if C.dim() != B.dim() or C.shape != B.shape:
         raise ValueError(f"C: expected the layout of B {tuple(B.shape)}, got {_describe(C)}")
-    for name, t in (("D", D), ("delta_bias", delta_bias)):
-        if t is not None:
-            _shape(name, t, (dim,), "(dim,)")
-            _dtype(name, t, (torch.float32, u.dtype), "float32 or the dtype of u")
+    _check_per_channel((("D", D), ("delta_bias", delta_bias)), dim, u, "u")
     if gate is not None:
         _shape("gate", gate, (batch, L), "(batch, L)")
         _dtype("gate", gate, (torch.float32, u.dtype), "float32 or the dtype of u")
@@ -93,10 +111,8 @@ def check_scan_args(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, *,
     if initial_state is not None:
         _shape("initial_state", initial_state, (batch, dim, N), "(batch, dim, N)")
         _dtype("initial_state", initial_state, _INPUT_DTYPES, "a floating dtype")
-    for name, t in (("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z),
-                    ("delta_bias", delta_bias), ("gate", gate), ("initial_state", initial_state)):
-        if t is not None and t.device != u.device:
-            raise ValueError(f"{name}: expected the device of u ({u.device}), got {_describe(t)}")
+    _check_devices((("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z), ("delta_bias", delta_bias),
+                    ("gate", gate), ("initial_state", initial_state)), u, "u")
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
         raise ValueError(f"stride: expected an int >= 1, got {stride!r}")
     if not isinstance(delta_softplus, bool):
@@ -124,8 +140,7 @@ def _check_cu_seqlens(cu_seqlens, u, stride, gate, initial_state, return_last_st
     _tensor("cu_seqlens", cu_seqlens)
     if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2 or cu_seqlens.dtype not in (torch.int32, torch.int64):
         raise ValueError(f"cu_seqlens: expected a 1-d int32/int64 tensor (num_seqs + 1,), got {_describe(cu_seqlens)}")
-    if cu_seqlens.device != u.device:
-        raise ValueError(f"cu_seqlens: expected the device of u ({u.device}), got {_describe(cu_seqlens)}")
+    _check_devices((("cu_seqlens", cu_seqlens),), u, "u")
     if u.shape[0] != 1:
         raise ValueError(f"u: packed sequences (cu_seqlens) need batch 1, got {_describe(u)}")
     if stride != 1 or gate is not None or initial_state is not None or return_last_state:
@@ -163,8 +178,7 @@ def check_gather_args(x, k, scores, *, keep_order, summary, weight) -> GatherSpe
     if scores is not None:
         _shape("scores", scores, (batch, T), "(batch, T)")
         _dtype("scores", scores, (torch.float32, x.dtype), "float32 or the dtype of x")
-        if scores.device != x.device:
-            raise ValueError(f"scores: expected the device of x ({x.device}), got {_describe(scores)}")
+        _check_devices((("scores", scores),), x, "x")
     if not isinstance(keep_order, bool):
         raise TypeError(f"keep_order: expected a bool, got {keep_order!r}")
     summaries = [None] + [m.value for m in Summary if m is not Summary.NONE]
@@ -193,15 +207,10 @@ def check_decode_args(state, x, dt, A, B, C, D, z, dt_bias, *, dt_softplus, stri
         raise ValueError(f"x: expected a 2-d tensor (batch, dim), got {_describe(x)}")
     _dtype("x", x, _INPUT_DTYPES, "x, dt and z share one floating dtype")
     batch, dim = x.shape
-    _shape("dt", dt, x.shape, "(batch, dim) like x")
-    _dtype("dt", dt, (x.dtype,), "the dtype of x")
+    _same_as("dt", dt, x, "x", "(batch, dim)")
     if z is not None:
-        _shape("z", z, x.shape, "(batch, dim) like x")
-        _dtype("z", z, (x.dtype,), "the dtype of x")
-    if A.dim() != 2 or A.shape[0] != dim or A.shape[1] < 1:
-        raise ValueError(f"A: expected shape (dim, N) with dim = {dim} and N >= 1, got {_describe(A)}")
-    _dtype("A", A, (torch.float32, x.dtype), "float32 or the dtype of x; complex A is not supported")
-    N = A.shape[1]
+        _same_as("z", z, x, "x", "(batch, dim)")
+    N = _check_A(A, dim, x, "x")
     _shape("state", state, (batch, dim, N), "(batch, dim, N)")
     _dtype("state", state, _INPUT_DTYPES, "a floating dtype (updated in place, computed in float32)")
     for name, t in (("B", B), ("C", C)):
@@ -215,10 +224,7 @@ def check_decode_args(state, x, dt, A, B, C, D, z, dt_bias, *, dt_softplus, stri
         _dtype(name, t, (x.dtype, torch.float32), "the dtype of x or float32")
     if C.shape != B.shape:
         raise ValueError(f"C: expected the layout of B {tuple(B.shape)}, got {_describe(C)}")
-    for name, t in (("D", D), ("dt_bias", dt_bias)):
-        if t is not None:
-            _shape(name, t, (dim,), "(dim,)")
-            _dtype(name, t, (torch.float32, x.dtype), "float32 or the dtype of x")
+    _check_per_channel((("D", D), ("dt_bias", dt_bias)), dim, x, "x")
     if gate is not None:
         _shape("gate", gate, (batch,), "(batch,): one gate value per row for this token")
         _dtype("gate", gate, (torch.float32, x.dtype), "float32 or the dtype of x")
@@ -242,10 +248,8 @@ def check_decode_args(state, x, dt, A, B, C, D, z, dt_bias, *, dt_softplus, stri
             _tensor(name, t)
             _shape(name, t, shape, "matching x, A and B")
             _dtype(name, t, (torch.float32,), "window sums are float32")
-    for name, t in (("state", state), ("dt", dt), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z),
-                    ("dt_bias", dt_bias), ("gate", gate)):
-        if t is not None and t.device != x.device:
-            raise ValueError(f"{name}: expected the device of x ({x.device}), got {_describe(t)}")
+    _check_devices((("state", state), ("dt", dt), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z),
+                    ("dt_bias", dt_bias), ("gate", gate)), x, "x")
     return decode_spec_for(x, B, D, z, dt_bias, gate, dt_softplus, stride, gate_mode)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from abc import ABC, abstractmethod
@@ -53,9 +54,12 @@ class Backend(ABC):
     """A way to run the kernel families. Stateless apart from caches of compiled kernels."""
 
     name: str
+    requires: str | None = None  # the package the backend's kernels need
 
     def unavailable_reason(self) -> str | None:
         """Why this backend cannot run on this machine (a missing library), or None."""
+        if self.requires and importlib.util.find_spec(self.requires) is None:
+            return f"the {self.requires} package is not installed"
         return None
 
     def unsupported_reason(self, spec: ScanSpec | GatherSpec, device: torch.device) -> str | None:

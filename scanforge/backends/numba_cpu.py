@@ -6,8 +6,6 @@ bfloat16); the kernels compute in float64 scalars, parallel over (sequence, bloc
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import torch
 
@@ -46,11 +44,7 @@ def _common(inputs: ScanInputs):
 
 class NumbaCPUBackend(Backend):
     name = "numba_cpu"
-
-    def unavailable_reason(self):
-        if importlib.util.find_spec("numba") is None:
-            return "the numba package is not installed"
-        return None
+    requires = "numba"
 
     def unsupported_reason(self, spec, device):
         if device.type != "cpu":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+from functools import cache
 
 import torch
 
@@ -38,6 +38,7 @@ def _scan_config(spec: ScanSpec, inputs: ScanInputs, config: dict | None) -> dic
     return config
 
 
+@cache
 def interpreted() -> bool:
     """Whether triton was loaded in interpreter mode (TRITON_INTERPRET=1 when it was first imported).
 
@@ -52,11 +53,7 @@ def interpreted() -> bool:
 
 class TritonBackend(Backend):
     name = "triton"
-
-    def unavailable_reason(self):
-        if importlib.util.find_spec("triton") is None:
-            return "the triton package is not installed"
-        return None
+    requires = "triton"
 
     def unsupported_reason(self, spec, device):
         wanted = "cpu" if interpreted() else "cuda"
@@ -88,40 +85,40 @@ class TritonBackend(Backend):
         u, A = inputs.u, inputs.A
         _, dim, _ = u.shape
         N = A.shape[1]
-        batch = u.shape[0] if inputs.cu_seqlens is None else inputs.cu_seqlens.numel() - 1  # program rows
+        rows = u.shape[0] if inputs.cu_seqlens is None else inputs.cu_seqlens.numel() - 1  # sequences
         f32 = dict(dtype=torch.float32, device=u.device)
         two_pass = spec.direction.value == "bidirectional"  # its passes add into du, ddelta, dz: keep fp32
         seq_dtype = torch.float32 if two_pass else u.dtype
         grads = {
             "u": new_output(u.shape, seq_dtype, u.device),
             "delta": new_output(u.shape, seq_dtype, u.device),
-            "A": new_output((batch, dim, N), **f32),
+            "A": new_output((rows, dim, N), **f32),
             "B": torch.zeros(inputs.B.shape, **f32),
             "C": torch.zeros(inputs.C.shape, **f32),
         }
         if spec.has_D:
-            grads["D"] = new_output((batch, dim), **f32)
+            grads["D"] = new_output((rows, dim), **f32)
         if spec.has_z:
             grads["z"] = new_output(u.shape, seq_dtype, u.device)
         if spec.has_delta_bias:
-            grads["delta_bias"] = new_output((batch, dim), **f32)
+            grads["delta_bias"] = new_output((rows, dim), **f32)
         if spec.has_initial_state:
-            grads["initial_state"] = new_output((batch, dim, N), **f32)
+            grads["initial_state"] = new_output((rows, dim, N), **f32)
         if spec.gated:
             grads["gate"] = torch.zeros(inputs.gate.shape, **f32)
         if spec.return_last_state and (dh_last is None or dh_last.numel() == 0):
-            dh_last = torch.zeros((batch, dim, N), **f32)
+            dh_last = torch.zeros((rows, dim, N), **f32)
         dh_last = dh_last.contiguous() if spec.return_last_state else None
         h0 = None if inputs.initial_state is None else inputs.initial_state.contiguous()
         adjoint = spec.adjoint()
         module = _module(adjoint, _scan_shape(inputs), u.device, _scan_config(adjoint, inputs, config))
         module.launch_backward(*inputs.tensors[:9], inputs.gate_threshold, h0, dy, dh_last, grads,
                                cu_seqlens=inputs.cu_seqlens)
-        reduce_batch = {"A", "D", "delta_bias"}
+        per_row = {"A", "D", "delta_bias"}
         result = {}
         for name, g in grads.items():
             like = getattr(inputs, name)
-            result[name] = (g.sum(0) if name in reduce_batch else g).to(like.dtype)
+            result[name] = (g.sum(0) if name in per_row else g).to(like.dtype)
         return result
 
     def scan_decode(self, spec, state, x, dt, A, B, C, D, z, dt_bias, gate, gate_threshold, window, config=None):

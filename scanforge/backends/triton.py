@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cache
-
 import torch
 
 from .. import codegen
@@ -38,7 +36,6 @@ def _scan_config(spec: ScanSpec, inputs: ScanInputs, config: dict | None) -> dic
     return config
 
 
-@cache
 def interpreted() -> bool:
     """Whether triton was loaded in interpreter mode (TRITON_INTERPRET=1 when it was first imported).
 

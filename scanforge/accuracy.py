@@ -4,6 +4,7 @@ a spec, relative errors against the float64 reference, and the tolerance of each
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -98,22 +99,51 @@ def reference_outputs(spec: ScanSpec, inputs: ScanInputs, dy: torch.Tensor | Non
     return y.detach(), None if h_last is None else h_last.detach(), grads
 
 
+@dataclass(frozen=True)
+class ScanCase:
+    """Inputs, cotangents and the float64 reference outputs of one scan check: computed once, then
+    any number of kernel runs (a tuner's trials) are compared against it."""
+
+    spec: ScanSpec
+    inputs: ScanInputs
+    dy: torch.Tensor | None
+    dh: torch.Tensor | None
+    y: torch.Tensor
+    h_last: torch.Tensor | None
+    grads: dict[str, torch.Tensor]
+
+
+def scan_case(spec: ScanSpec, inputs: ScanInputs, *, grads: bool = True, seed: int = 1) -> ScanCase:
+    """The reference side of a check: random cotangents (if ``grads``) and the reference outputs."""
+    gen = torch.Generator().manual_seed(seed)
+    u, A = inputs.u, inputs.A
+    dy = torch.randn(u.shape, generator=gen).to(device=u.device, dtype=u.dtype) if grads else None
+    dh = (torch.randn(u.shape[0], u.shape[1], A.shape[1], generator=gen).to(u.device)
+          if grads and spec.return_last_state else None)
+    y, h_last, g = reference_outputs(spec, inputs, dy, dh)
+    return ScanCase(spec, inputs, dy, dh, y, h_last, g)
+
+
+def scan_errors(case: ScanCase, y: torch.Tensor, h_last: torch.Tensor | None,
+                grads: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+    """Relative errors of a kernel's outputs against ``case``: ``y``, ``h_last`` (if returned) and
+    ``grad_<name>`` for every input (if ``grads``)."""
+    errors = {"y": rel_error(y, case.y)}
+    if case.spec.return_last_state:
+        errors["h_last"] = rel_error(h_last, case.h_last)
+    if grads is not None:
+        errors.update({f"grad_{n}": rel_error(grads[n], ref) for n, ref in case.grads.items()})
+    return errors
+
+
 def check_scan(backend: Backend, spec: ScanSpec, inputs: ScanInputs, *, config: dict | None = None,
                grads: bool = True, seed: int = 1) -> dict[str, float]:
-    """Run ``backend`` on ``inputs`` and return relative errors against the reference:
-    ``y``, ``h_last`` (if returned) and ``grad_<name>`` for every input (if ``grads``)."""
-    gen = torch.Generator().manual_seed(seed)
+    """Run ``backend`` (forward, and backward if ``grads``, both with ``config``) on ``inputs`` and
+    return the relative errors against the reference (:func:`scan_errors`)."""
+    case = scan_case(spec, inputs, grads=grads, seed=seed)
     y, h_last = backend.scan_forward(spec, inputs, config)
-    dy = torch.randn(y.shape, generator=gen).to(device=y.device, dtype=y.dtype) if grads else None
-    dh = torch.randn(h_last.shape, generator=gen).to(h_last.device) if grads and spec.return_last_state else None
-    y_ref, h_ref, g_ref = reference_outputs(spec, inputs, dy, dh)
-    errors = {"y": rel_error(y, y_ref)}
-    if spec.return_last_state:
-        errors["h_last"] = rel_error(h_last, h_ref)
-    if grads:
-        g = backend.scan_backward(spec, inputs, dy, dh, config)
-        errors.update({f"grad_{n}": rel_error(g[n], g_ref[n]) for n in g_ref})
-    return errors
+    g = backend.scan_backward(spec, inputs, case.dy, case.dh, config) if grads else None
+    return scan_errors(case, y, h_last, g)
 
 
 def passes(errors: dict[str, float], dtype: str) -> bool:
@@ -141,24 +171,53 @@ def random_gather_inputs(spec: GatherSpec, batch: int, T: int, d: int, *, device
     return x.to(device=device, dtype=dtype), None if scores is None else scores.to(device=device, dtype=dtype)
 
 
-def check_gather(backend: Backend, spec: GatherSpec, x: torch.Tensor, k: int, scores: torch.Tensor | None, *,
-                 config: dict | None = None, grads: bool = True, seed: int = 1) -> dict[str, float]:
-    """Run ``backend``'s top-k gather and return relative errors against the reference: ``out``,
-    ``idx`` (1.0 if any index differs, else 0.0), and ``grad_x`` / ``grad_scores`` if ``grads``."""
-    out, idx, slot = backend.gather_forward(spec, x, k, scores, config)
+@dataclass(frozen=True)
+class GatherCase:
+    """Inputs, cotangent and float64 reference of one top-k gather check (see :class:`ScanCase`)."""
+
+    spec: GatherSpec
+    x: torch.Tensor
+    k: int
+    scores: torch.Tensor | None
+    gout: torch.Tensor | None
+    out: torch.Tensor
+    idx: torch.Tensor
+    grads: tuple[torch.Tensor, ...]
+
+
+def gather_case(spec: GatherSpec, x: torch.Tensor, k: int, scores: torch.Tensor | None, *, grads: bool = True,
+                seed: int = 1) -> GatherCase:
     leaves = [x.detach().to(torch.float64).requires_grad_()]
     if scores is not None:
         leaves.append(scores.detach().to(torch.float64).requires_grad_())
     with torch.enable_grad():
         ref, ref_idx = topk_gather_ref(leaves[0], k, leaves[1] if scores is not None else None,
                                        keep_order=spec.keep_order, summary=spec.summary, weight=spec.weight)
-    errors = {"out": rel_error(out, ref), "idx": float(not torch.equal(idx.cpu(), ref_idx.cpu()))}
+    gout, ref_grads = None, ()
     if grads:
-        gout = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out.device, out.dtype)
-        dx, dscores = backend.gather_backward(spec, x, k, scores, slot, gout, config)
-        ref_grads = torch.autograd.grad(ref, leaves, gout.to(torch.float64), allow_unused=True)
-        errors["grad_x"] = rel_error(dx, ref_grads[0])
-        if scores is not None:
-            expected = torch.zeros_like(leaves[1]) if ref_grads[1] is None else ref_grads[1]
-            errors["grad_scores"] = rel_error(dscores, expected)
+        gout = torch.randn(ref.shape, generator=torch.Generator().manual_seed(seed)).to(x.device, x.dtype)
+        values = torch.autograd.grad(ref, leaves, gout.to(torch.float64), allow_unused=True)
+        ref_grads = tuple(torch.zeros_like(t) if g is None else g for t, g in zip(leaves, values))
+    return GatherCase(spec, x, k, scores, gout, ref.detach(), ref_idx, ref_grads)
+
+
+def gather_errors(case: GatherCase, out: torch.Tensor, idx: torch.Tensor,
+                  grads: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> dict[str, float]:
+    """Relative errors against ``case``: ``out``, ``idx`` (1.0 if any index differs, else 0.0), and
+    ``grad_x`` / ``grad_scores`` if ``grads`` (the backward's ``(dx, dscores)``)."""
+    errors = {"out": rel_error(out, case.out), "idx": float(not torch.equal(idx.cpu(), case.idx.cpu()))}
+    if grads is not None:
+        errors["grad_x"] = rel_error(grads[0], case.grads[0])
+        if case.scores is not None:
+            errors["grad_scores"] = rel_error(grads[1], case.grads[1])
     return errors
+
+
+def check_gather(backend: Backend, spec: GatherSpec, x: torch.Tensor, k: int, scores: torch.Tensor | None, *,
+                 config: dict | None = None, grads: bool = True, seed: int = 1) -> dict[str, float]:
+    """Run ``backend``'s top-k gather (forward, and backward if ``grads``) and return
+    :func:`gather_errors` against the reference."""
+    case = gather_case(spec, x, k, scores, grads=grads, seed=seed)
+    out, idx, slot = backend.gather_forward(spec, x, k, scores, config)
+    g = backend.gather_backward(spec, x, k, scores, slot, case.gout, config) if grads else None
+    return gather_errors(case, out, idx, g)

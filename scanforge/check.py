@@ -12,29 +12,8 @@ import torch
 
 from . import backends
 from .accuracy import check_gather, check_scan, passes, random_gather_inputs, random_scan_inputs
-from .ir import DTYPES, Direction, GateMode, GatherSpec, ScanSpec
-
-#: The variants `check` exercises, by name: each names a distinct code path of the templates.
-SCAN_VARIANTS: dict[str, ScanSpec] = {
-    "causal": ScanSpec(),
-    "causal+D+z+bias+softplus": ScanSpec(has_D=True, has_z=True, has_delta_bias=True, softplus=True),
-    "causal+states": ScanSpec(has_D=True, has_initial_state=True, return_last_state=True),
-    "reverse": ScanSpec(direction=Direction.REVERSE, has_D=True),
-    "bidirectional": ScanSpec(direction=Direction.BIDIRECTIONAL, has_D=True, has_z=True),
-    "strided k=4": ScanSpec(stride=4, has_D=True),
-    "gated hard": ScanSpec(gated=True, has_D=True),
-    "gated soft": ScanSpec(gated=True, gate_mode=GateMode.SOFT, has_D=True),
-    "grouped B/C": ScanSpec(grouped=True, has_D=True),
-}
-
-
-#: Top-k gather variants: L2-norm vs learned scores, order, summary token, sigmoid weight.
-GATHER_VARIANTS: dict[str, GatherSpec] = {
-    "l2norm": GatherSpec(),
-    "l2norm+mean+sigmoid": GatherSpec(summary="mean", weight="sigmoid"),
-    "scores+ranked+mean_dropped": GatherSpec(scores_given=True, keep_order=False, summary="mean_dropped"),
-    "scores+sigmoid": GatherSpec(scores_given=True, weight="sigmoid"),
-}
+from .ir import DTYPES
+from .variants import GATHER_VARIANTS, SCAN_VARIANTS
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The ``scanforge`` command line: check | show-kernel."""
+"""The ``scanforge`` command line: tune | cache | check | bench | show-kernel."""
 
 from __future__ import annotations
 
@@ -53,9 +53,59 @@ def _cmd_show_kernel(args) -> int:
     return 0
 
 
+def _cmd_tune(args) -> int:
+    from . import tune_command
+
+    return tune_command.run(args)
+
+
+def _cmd_bench(args) -> int:
+    from . import bench_command
+
+    return bench_command.run(args)
+
+
+def _cmd_cache(args) -> int:
+    from . import cache_command
+
+    return cache_command.run(args)
+
+
+def _workload_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", help="backend to tune (default: the best one this machine runs natively)")
+    p.add_argument("--op", action="append", choices=["selective_scan", "topk_gather"], help="only this op")
+    p.add_argument("--variant", action="append", help="a named variant (see `scanforge check`); repeatable")
+    p.add_argument("--shapes", nargs="+", help="BATCHxDIMxLxN for scans, BATCHxTxDxK for gathers")
+    p.add_argument("--dtype", action="append", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--phase", action="append", choices=[p.value for p in Phase], help="kernel family phase")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scanforge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    tune = sub.add_parser("tune", help="autotune the kernels of this machine (Optuna), cache the winners")
+    _workload_flags(tune)
+    tune.add_argument("--trials", type=int, default=16, help="finished trials per study, earlier runs included")
+    tune.add_argument("--budget-seconds", type=float, help="stop each study after this long")
+    tune.add_argument("--sampler", choices=["tpe", "random", "grid"], default="tpe")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--storage", help="Optuna storage URL (default: SQLite file in the cache dir)")
+    tune.add_argument("--workers", type=int, default=1, help="parallel trial processes")
+    tune.add_argument("--trial-timeout", type=float, default=300.0, help="seconds before a trial is killed")
+    tune.add_argument("--in-process", action="store_true", help="run trials in this process (no timeout)")
+    tune.add_argument("--plot", metavar="DIR", help="write a PNG per study (time vs trial, best so far)")
+    tune.set_defaults(func=_cmd_tune)
+
+    bench = sub.add_parser("bench", help="time tuned vs default configs vs the PyTorch reference")
+    _workload_flags(bench)
+    bench.set_defaults(func=_cmd_bench)
+
+    cache = sub.add_parser("cache", help="list | show | clear | export | import tuned configs")
+    cache.add_argument("action", choices=["list", "show", "clear", "export", "import"])
+    cache.add_argument("path", nargs="?", help="export: file to write; import: file to read")
+    cache.add_argument("--backend")
+    cache.set_defaults(func=_cmd_cache)
 
     check = sub.add_parser("check", help="run every available backend against the float64 reference")
     check.add_argument("--quick", action="store_true", help="small shapes (seconds, not minutes)")
@@ -82,8 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "cache" and args.action in ("export", "import") and not args.path:
+        parser.error(f"cache {args.action}: a file path is required")
+    if args.command == "tune" and (args.trials < 1 or args.workers < 1):
+        parser.error("tune: --trials and --workers must be at least 1")
+    try:
+        return args.func(args)
+    except ValueError as e:
+        Console(stderr=True).print(f"[red]error:[/red] {e}")
+        return 2
 
 
 if __name__ == "__main__":

@@ -62,6 +62,22 @@ class Backend(ABC):
             return f"the {self.requires} package is not installed"
         return None
 
+    def search_space_file(self):
+        """The backend's search spaces (``autotune/<name>.toml`` in the package; a plug-in names its own)."""
+        from ..spaces import shipped_space_file
+
+        return shipped_space_file(self.name)
+
+    def device_name(self) -> str:
+        """The device this backend's kernels run on here, as a tuned config's cache key names it."""
+        from ..fingerprint import cpu_name, gpu_name
+
+        return gpu_name() if self.runs_on_gpu() else cpu_name()
+
+    def runs_on_gpu(self) -> bool:
+        """Whether kernels run on a GPU on this machine (simulators and interpreters run on the CPU)."""
+        return False
+
     def unsupported_reason(self, spec: ScanSpec | GatherSpec, device: torch.device) -> str | None:
         """Why this backend cannot run ``spec`` on ``device``, or None if it can."""
         return None

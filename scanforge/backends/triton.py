@@ -52,6 +52,9 @@ class TritonBackend(Backend):
     name = "triton"
     requires = "triton"
 
+    def runs_on_gpu(self) -> bool:
+        return not interpreted()
+
     def unsupported_reason(self, spec, device):
         wanted = "cpu" if interpreted() else "cuda"
         if device.type != wanted:

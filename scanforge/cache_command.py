@@ -1,0 +1,80 @@
+"""``scanforge cache list | show | clear | export | import``: the tuned configs on this machine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from . import backends, cache
+from .fingerprint import fingerprint, fingerprint_id
+
+
+def _list(console: Console, args) -> int:
+    table = Table(title="scanforge tuned-config files")
+    for column in ("file", "backend", "device", "library", "entries", "used here"):
+        table.add_column(column)
+    for path, data in cache.cache_files():
+        if data is None:
+            table.add_row(path, "-", "-", "-", "-", "[red]no: corrupt or newer schema[/red]")
+            continue
+        fp = data["fingerprint"]
+        used = "[green]yes[/green]" if cache.is_this_machine(fp) else "no: other device or versions"
+        table.add_row(path, str(fp.get("backend")), str(fp.get("device")), str(fp.get("library")),
+                      str(len(data["entries"])), used)
+    console.print(table)
+    return 0
+
+
+def _show(console: Console, args) -> int:
+    names = [args.backend] if args.backend else [b.name for b in backends.available() if b.name != "reference"]
+    for name in names:
+        fp = fingerprint(name)
+        table = Table(title=f"{name} on {fp['device']} ({fingerprint_id(fp)})")
+        for column in ("spec", "shape bucket", "config", "tuned ms", "default ms", "speed-up", "trials"):
+            table.add_column(column)
+        cache.forget()
+        entries = cache.load_entries(name)
+        for _, e in sorted(entries.items()):
+            seconds, default = e.get("seconds"), e.get("default_seconds")
+            speed = f"{default / seconds:.2f}x" if seconds and default else "-"
+            table.add_row(e["spec"], "x".join(map(str, e["bucket"])), json.dumps(e["config"]),
+                          f"{seconds * 1e3:.3f}" if seconds else "-", f"{default * 1e3:.3f}" if default else "-",
+                          speed, str(e.get("trials", "-")))
+        console.print(table if entries else f"{name}: no tuned configs for this machine (defaults are used)")
+    return 0
+
+
+def _clear(console: Console, args) -> int:
+    console.print(f"removed {cache.clear()} tuned-config file(s) from {cache.user_dir()}")
+    return 0
+
+
+def _export(console: Console, args) -> int:
+    name = args.backend or next(b.name for b in backends.available() if b.name != "reference")
+    source = cache.user_file(name)
+    if not source.exists():
+        console.print(f"nothing to export: no tuned configs for {name} on this machine ({source})")
+        return 1
+    data = cache.read_file(str(source), source.read_text())
+    if data is None:
+        return 1
+    cache.write_json_atomic(Path(args.path), data)
+    console.print(f"exported {len(data['entries'])} entries for {name} to {args.path}")
+    return 0
+
+
+def _import(console: Console, args) -> int:
+    target, count, used = cache.import_file(args.path)
+    where = "used on this machine" if used else "NOT used on this machine (tuned for another device or versions)"
+    console.print(f"imported {count} entries into {target}: {where}")
+    return 0
+
+
+ACTIONS = {"list": _list, "show": _show, "clear": _clear, "export": _export, "import": _import}
+
+
+def run(args) -> int:
+    return ACTIONS[args.action](Console(width=max(Console().width, 140)), args)

@@ -1,0 +1,155 @@
+"""Search spaces as data: ``autotune/<backend>.toml`` parsed and validated into :class:`SearchSpace`.
+
+Per kernel family (``scan_fwd``, ``gather_bwd``, ...) a file holds ``params`` (parameter -> its
+choices), ``constraints`` (Python expressions over the parameters and the shape that a config
+must satisfy there) and ``default`` (the config used when nothing is tuned). Anything malformed
+is a ``ValueError`` naming the file and the key, raised when the file is read, not mid-tuning.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import math
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+#: Names a constraint may use besides the parameters: the scan shape and the gather shape.
+SHAPE_NAMES = {"scan": ("batch", "dim", "L", "N"), "gather": ("batch", "T", "d", "k")}
+_FUNCTIONS = {"min": min, "max": max, "abs": abs, "log2": math.log2}
+_SCALAR = (bool, int, float, str)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The tunable parameters of one kernel family on one backend."""
+
+    source: str  # file it came from, for messages
+    family: str
+    params: Mapping[str, tuple]
+    constraints: tuple[str, ...]
+    default: Mapping[str, object]
+
+    @property
+    def op(self) -> str:
+        return self.family.split("_")[0]
+
+    def shape_vars(self, shape: tuple[int, ...]) -> dict[str, int]:
+        return dict(zip(SHAPE_NAMES[self.op], shape))
+
+    def violated(self, config: Mapping[str, object], shape: tuple[int, ...]) -> str | None:
+        """The first constraint ``config`` breaks at ``shape``, or None."""
+        scope = {**_FUNCTIONS, **self.shape_vars(shape), **config}
+        for expr in self.constraints:
+            if not eval(expr, {"__builtins__": {}}, scope):  # noqa: S307 - expressions are checked at load
+                return expr
+        return None
+
+    def grid(self, shape: tuple[int, ...]) -> list[dict]:
+        """Every config of the space that satisfies the constraints at ``shape`` (exhaustive search)."""
+        names = list(self.params)
+        configs = (dict(zip(names, values)) for values in itertools.product(*self.params.values()))
+        return [c for c in configs if self.violated(c, shape) is None]
+
+    @property
+    def size(self) -> int:
+        return math.prod(len(v) for v in self.params.values())
+
+
+def _check_constraint(source: str, family: str, expr: object, allowed: set[str]) -> str:
+    where = f"{source}: [{family}] constraints"
+    if not isinstance(expr, str):
+        raise ValueError(f"{where}: expected strings, got {expr!r}")
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError as e:
+        raise ValueError(f"{where}: {expr!r} is not a Python expression ({e.msg})") from None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id not in allowed:
+            raise ValueError(f"{where}: {expr!r} uses {node.id!r}; known names are {sorted(allowed)}")
+        if isinstance(node, (ast.Attribute, ast.Lambda, ast.Subscript)) or (
+                isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS)):
+            raise ValueError(f"{where}: {expr!r}: only arithmetic, comparisons and {sorted(_FUNCTIONS)} are allowed")
+    return expr
+
+
+def parse_family(source: str, family: str, table: object) -> SearchSpace:
+    """Validate one family's table of a space file."""
+    where = f"{source}: [{family}]"
+    if not isinstance(table, dict):
+        raise ValueError(f"{where}: expected a table, got {table!r}")
+    unknown = set(table) - {"params", "constraints", "default"}
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)} (expected params, constraints, default)")
+    params = table.get("params", {})
+    if not isinstance(params, dict):
+        raise ValueError(f"{where}.params: expected a table of parameter = [choices]")
+    for name, choices in params.items():
+        if not isinstance(choices, list) or not choices or not all(isinstance(c, _SCALAR) for c in choices):
+            raise ValueError(f"{where}.params.{name}: expected a non-empty list of numbers/strings, got {choices!r}")
+        if len(set(choices)) != len(choices):
+            raise ValueError(f"{where}.params.{name}: repeated choices in {choices!r}")
+    default = table.get("default")
+    if not isinstance(default, dict):
+        raise ValueError(f"{where}: missing [{family}.default] table")
+    if set(default) != set(params):
+        raise ValueError(f"{where}.default: keys {sorted(default)} differ from params {sorted(params)}")
+    for name, value in default.items():
+        if value not in params[name]:
+            raise ValueError(f"{where}.default.{name}: {value!r} is not one of its choices {params[name]!r}")
+    op = family.split("_")[0]
+    if op not in SHAPE_NAMES:
+        raise ValueError(f"{where}: unknown kernel family (expected scan_* or gather_*)")
+    constraints = table.get("constraints", [])
+    if not isinstance(constraints, list):
+        raise ValueError(f"{where}.constraints: expected a list of expressions")
+    allowed = set(params) | set(SHAPE_NAMES[op]) | set(_FUNCTIONS)
+    checked = tuple(_check_constraint(source, family, c, allowed) for c in constraints)
+    return SearchSpace(source, family, {k: tuple(v) for k, v in params.items()}, checked, dict(default))
+
+
+def parse_file(path: str | Path, text: str | None = None) -> dict[str, SearchSpace]:
+    """Every family of a space file, validated."""
+    source = str(path)
+    try:
+        data = tomllib.loads(Path(path).read_text() if text is None else text)
+    except FileNotFoundError:
+        raise ValueError(f"search space file {source} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{source}: not valid TOML: {e}") from None
+    return {family: parse_family(source, family, table) for family, table in data.items()}
+
+
+def shipped_space_file(backend: str):
+    """Where the package keeps ``autotune/<backend>.toml``."""
+    return files("scanforge") / "autotune" / f"{backend}.toml"
+
+
+@cache
+def backend_spaces(backend: str) -> dict[str, SearchSpace]:
+    """The space file of a registered backend (``autotune/<backend>.toml`` for the shipped ones)."""
+    from . import backends  # the registry knows where a plug-in backend keeps its space
+
+    path = backends.get(backend).search_space_file()
+    if not path.is_file():
+        raise ValueError(f"backend {backend!r} has no search space file {path}")
+    return parse_file(str(path), path.read_text())
+
+
+def space_for(backend: str, family: str, path: str | Path | None = None) -> SearchSpace:
+    """The space of ``family`` on ``backend`` (from ``path`` instead of the shipped file if given)."""
+    spaces = parse_file(path) if path is not None else backend_spaces(backend)
+    try:
+        return spaces[family]
+    except KeyError:
+        where = path or f"autotune/{backend}.toml"
+        raise ValueError(f"{where}: no [{family}] table (has {sorted(spaces)})") from None

@@ -1,0 +1,199 @@
+"""One tuning trial: compile a config, prove it against the reference, time it.
+
+A :class:`Task` is a kernel family at one spec and shape on one backend. The reference side of
+the check (random inputs, cotangents, float64 outputs) is computed once per task and reused by
+every trial; each trial runs the kernel with its config, compares with the per-dtype tolerances of
+:mod:`scanforge.accuracy` (the same gate as the tests and ``scanforge check``), and only a config
+that is right is timed. Nothing here raises for a bad config: it becomes a failed
+:class:`TrialResult` with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from . import backends
+from .accuracy import (
+    FORWARD_TOLERANCE,
+    GRAD_TOLERANCE,
+    gather_case,
+    gather_errors,
+    passes,
+    random_gather_inputs,
+    random_scan_inputs,
+    rel_error,
+    scan_case,
+    scan_errors,
+)
+from .codegen import family
+from .ir import GatherSpec, Phase, ScanSpec
+from .reference import selective_state_update_ref
+from .timing import timer_for
+
+
+@dataclass(frozen=True)
+class Task:
+    """What one study tunes: ``spec`` (its phase picks the kernel family) at ``shape`` on ``backend``.
+
+    Scan shapes are ``(batch, dim, L, N)``; gather shapes ``(batch, T, d, k)``; decode shapes are
+    scan shapes whose L is ignored (one token).
+    """
+
+    backend: str
+    spec: ScanSpec | GatherSpec
+    shape: tuple[int, ...]
+    label: str = ""
+
+    @property
+    def family(self) -> str:
+        return family(self.spec)
+
+    @property
+    def device(self) -> torch.device:
+        gpu = backends.get(self.backend).runs_on_gpu()
+        return torch.device("cuda" if gpu else "cpu")
+
+    def describe(self) -> str:
+        return f"{self.backend} {self.family} {self.label or self.spec.key()} {self.spec.dtype} {self.shape}"
+
+
+@dataclass
+class TrialResult:
+    ok: bool
+    seconds: float | None = None  # median kernel time, when ok
+    reason: str | None = None  # why it failed
+    errors: dict[str, float] = field(default_factory=dict)
+    wall_seconds: float = 0.0  # compile + check + timing
+
+
+def _groups(spec: ScanSpec, dim: int) -> int:
+    return next((g for g in (4, 3, 2) if dim % g == 0), 1) if spec.grouped else 1
+
+
+class _Case:
+    """The prepared inputs of a task: the call to time (given a config) and the errors of a run."""
+
+    def __init__(self, task: Task, seed: int):
+        self.task, spec, device = task, task.spec, task.device
+        backend = backends.get(task.backend)
+        if isinstance(spec, GatherSpec):
+            batch, T, d, k = task.shape
+            fwd = dataclasses.replace(spec, phase=Phase.FORWARD)
+            x, scores = random_gather_inputs(fwd, batch, T, d, device=device, seed=seed)
+            case = gather_case(fwd, x, k, scores, grads=spec.phase is Phase.BACKWARD, seed=seed + 1)
+            if spec.phase is Phase.FORWARD:
+                self.call = lambda config: backend.gather_forward(fwd, x, k, scores, config)
+                self.errors = lambda result: gather_errors(case, result[0], result[1])
+            else:
+                slot = backend.gather_forward(fwd, x, k, scores)[2]
+                self.call = lambda config: backend.gather_backward(fwd, x, k, scores, slot, case.gout, config)
+                self.errors = lambda result: {n: e for n, e in gather_errors(case, case.out, case.idx, result).items()
+                                              if n.startswith("grad_")}
+        elif spec.phase is Phase.DECODE:
+            self._decode(task, backend, seed)
+        else:
+            batch, dim, L, N = task.shape
+            fwd = dataclasses.replace(spec, phase=Phase.FORWARD)
+            inputs = random_scan_inputs(fwd, batch, dim, L, N, groups=_groups(spec, dim), device=device, seed=seed)
+            case = scan_case(fwd, inputs, grads=spec.phase is Phase.BACKWARD, seed=seed + 1)
+            if spec.phase is Phase.FORWARD:
+                self.call = lambda config: backend.scan_forward(fwd, inputs, config)
+                self.errors = lambda result: scan_errors(case, *result)
+            else:
+                self.call = lambda config: backend.scan_backward(fwd, inputs, case.dy, case.dh, config)
+                self.errors = lambda result: {n: e for n, e in scan_errors(case, case.y, case.h_last, result).items()
+                                              if n.startswith("grad_")}
+
+    def _decode(self, task: Task, backend, seed: int) -> None:
+        """A decode step reads and updates its state in place: every call gets fresh clones."""
+        spec, (batch, dim, _, N) = task.spec, task.shape
+        fwd = dataclasses.replace(spec, phase=Phase.FORWARD)
+        x = random_scan_inputs(fwd, batch, dim, 1, N, groups=_groups(spec, dim), device=task.device, seed=seed)
+        gen = torch.Generator().manual_seed(seed + 1)
+        state = torch.randn(batch, dim, N, generator=gen).to(task.device)
+        G = x.B.shape[1] if spec.grouped else 1
+        pooled = spec.stride > 1 or spec.gated
+        window = (torch.rand(batch, dim, generator=gen), torch.randn(batch, dim, generator=gen),
+                  torch.randn(batch, G, N, generator=gen), torch.randint(0, spec.stride, (batch,), generator=gen))
+        window = tuple(t.to(task.device, torch.float32) for t in window) if pooled else None
+        args = (x.u[..., 0], x.delta[..., 0], x.A, x.B[..., 0], x.C[..., 0], x.D,
+                None if x.z is None else x.z[..., 0], x.delta_bias, None if x.gate is None else x.gate[:, 0])
+        ref_out, ref_state, _ = selective_state_update_ref(
+            state, *args[:8], spec.softplus, stride=spec.stride, gate=args[8], gate_mode=spec.gate_mode,
+            window=window)
+
+        def call(config):
+            s = state.clone()
+            w = None if window is None else tuple(t.clone() for t in window)
+            return backend.scan_decode(spec, s, *args, x.gate_threshold, w, config), s
+
+        self.call = call
+        self.errors = lambda result: {"out": rel_error(result[0], ref_out), "state": rel_error(result[1], ref_state)}
+
+
+def _describe_failure(errors: dict[str, float], dtype: str) -> str:
+    bad = []
+    for name, e in errors.items():
+        bound = 0.0 if name == "idx" else (GRAD_TOLERANCE if name.startswith("grad_") else FORWARD_TOLERANCE)[dtype]
+        if not e <= bound:
+            bad.append(f"{name} rel err {e:.2e} > {bound:.0e}")
+    return "wrong result: " + ", ".join(bad)
+
+
+class TrialRunner:
+    """Runs trials in this process (see :class:`scanforge.worker.SubprocessRunner` for isolation).
+
+    ``timer(fn, config) -> seconds`` replaces the device's timer (a test seam: timing noise is the
+    one thing a test may stub).
+    """
+
+    def __init__(self, timer: Callable | None = None, seed: int = 0):
+        self.timer, self.seed = timer, seed
+        self._cases: dict[Task, _Case] = {}
+
+    def _case(self, task: Task) -> _Case:
+        if task not in self._cases:
+            self._cases = {task: _Case(task, self.seed)}  # one task at a time: free the previous inputs
+        return self._cases[task]
+
+    def _time(self, task: Task, case: _Case, config: dict) -> float:
+        if self.timer is not None:
+            return self.timer(lambda: case.call(config), config)
+        return timer_for(task.device)(lambda: case.call(config))
+
+    def run(self, task: Task, config: dict) -> TrialResult:
+        """Compile, check and time ``config`` on ``task``; any failure is a result, not an exception."""
+        start = time.perf_counter()
+        try:
+            case = self._case(task)
+            errors = case.errors(case.call(config))
+            if not passes(errors, task.spec.dtype):
+                return TrialResult(False, None, _describe_failure(errors, task.spec.dtype), errors,
+                                   time.perf_counter() - start)
+            seconds = self._time(task, case, config)
+        except Exception as e:  # noqa: BLE001 - a broken config is a failed trial, never a crash
+            frame = traceback.extract_tb(e.__traceback__)[-1]
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''} " \
+                     f"({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})"
+            return TrialResult(False, None, reason, {}, time.perf_counter() - start)
+        return TrialResult(True, seconds, None, errors, time.perf_counter() - start)
+
+    def compare(self, task: Task, a: dict, b: dict, rounds: int = 5) -> tuple[float, float]:
+        """Median times of configs ``a`` and ``b`` timed alternately (a, b, a, b, ...): drift of the
+        machine hits both alike, so a winner must beat the default in the same conditions."""
+        case = self._case(task)
+        times_a, times_b = [], []
+        for _ in range(rounds):
+            times_a.append(self._time(task, case, a))
+            times_b.append(self._time(task, case, b))
+        return statistics.median(times_a), statistics.median(times_b)
+
+    def close(self) -> None:
+        self._cases.clear()

@@ -1,0 +1,58 @@
+"""The named op variants that ``scanforge check`` proves and ``scanforge tune`` tunes, and the
+default tuning workload of each kind of device."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .ir import Direction, GateMode, GatherSpec, Phase, ScanSpec
+
+#: The variants `check` exercises, by name: each names a distinct code path of the templates.
+SCAN_VARIANTS: dict[str, ScanSpec] = {
+    "causal": ScanSpec(),
+    "causal+D+z+bias+softplus": ScanSpec(has_D=True, has_z=True, has_delta_bias=True, softplus=True),
+    "causal+states": ScanSpec(has_D=True, has_initial_state=True, return_last_state=True),
+    "reverse": ScanSpec(direction=Direction.REVERSE, has_D=True),
+    "bidirectional": ScanSpec(direction=Direction.BIDIRECTIONAL, has_D=True, has_z=True),
+    "strided k=4": ScanSpec(stride=4, has_D=True),
+    "strided k=8": ScanSpec(stride=8, has_D=True),
+    "gated hard": ScanSpec(gated=True, has_D=True),
+    "gated soft": ScanSpec(gated=True, gate_mode=GateMode.SOFT, has_D=True),
+    "grouped B/C": ScanSpec(grouped=True, has_D=True),
+}
+
+
+#: Top-k gather variants: L2-norm vs learned scores, order, summary token, sigmoid weight.
+GATHER_VARIANTS: dict[str, GatherSpec] = {
+    "l2norm": GatherSpec(),
+    "l2norm+mean+sigmoid": GatherSpec(summary="mean", weight="sigmoid"),
+    "scores+ranked+mean_dropped": GatherSpec(scores_given=True, keep_order=False, summary="mean_dropped"),
+    "scores+sigmoid": GatherSpec(scores_given=True, weight="sigmoid"),
+}
+
+
+#: The Mamba block's scan: what nn.Mamba and the drop-ins call.
+MAMBA = "causal+D+z+bias+softplus"
+
+#: ``scanforge tune`` with no ``--variant``: (op, variant, phases, shapes) per kind of device.
+#: CPU: a few minutes on 2 cores. GPU: the Mamba widths users run (130M ... 2.8B) and LLaVA's tokens.
+DEFAULT_WORKLOAD = {
+    "cpu": [("selective_scan", MAMBA, ("fwd", "bwd"), [(2, 512, 1024, 16)]),
+            ("selective_scan", "strided k=8", ("fwd",), [(2, 512, 1024, 16)]),
+            ("topk_gather", "l2norm", ("fwd",), [(8, 576, 1024, 144)])],
+    "gpu": [("selective_scan", MAMBA, ("fwd", "bwd"),
+             [(b, d, L, 16) for b in (1, 8) for d in (1536, 2048, 4096, 5120) for L in (512, 2048, 8192)]),
+            ("selective_scan", "strided k=8", ("fwd", "bwd"), [(8, 2048, 2048, 16)]),
+            ("selective_scan", "gated hard", ("fwd", "bwd"), [(8, 2048, 2048, 16)]),
+            ("selective_scan", MAMBA, ("decode",), [(b, d, 1, 16) for b in (1, 8) for d in (2048, 5120)]),
+            ("topk_gather", "l2norm", ("fwd", "bwd"), [(b, 576, 1024, k) for b in (1, 16) for k in (64, 144, 288)]),
+            ("topk_gather", "scores+sigmoid", ("fwd", "bwd"), [(16, 576, 4096, 144)])],
+}
+
+
+def variant_spec(op: str, variant: str, phase: str, dtype: str) -> ScanSpec | GatherSpec:
+    """The spec of a named variant in one phase and dtype (an error lists the known names)."""
+    table = SCAN_VARIANTS if op == "selective_scan" else GATHER_VARIANTS
+    if variant not in table:
+        raise ValueError(f"variant: expected one of {sorted(table)} for {op}, got {variant!r}")
+    return dataclasses.replace(table[variant], dtype=dtype, phase=Phase(phase))

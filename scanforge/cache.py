@@ -106,8 +106,11 @@ def load_entries(backend: str) -> dict[str, dict]:
 
 def forget() -> None:
     """Drop what was read (after the cache dir or the files changed)."""
+    from . import configs
+
     _stores.clear()
     _memo.clear()
+    configs.forget()
 
 
 def _nearest(entries: dict[str, dict], spec_key: str, want: tuple[int, ...]) -> dict | None:

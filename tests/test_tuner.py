@@ -134,3 +134,23 @@ def test_four_processes_tune_one_study_together(tmp_path):
     assert len(done) == len(study.trials)  # nothing left running, nothing half-written
     assert 12 <= len(done) <= 12 + 3
     assert sorted(t.number for t in study.trials) == list(range(len(study.trials)))
+
+
+def test_the_next_op_call_runs_the_tuned_config(tmp_path):
+    """A config in the cache is what sf.selective_scan compiles and runs (real numba_cpu kernel)."""
+    import torch
+
+    import scanforge as sf
+    from scanforge import codegen
+    from scanforge.configs import default_config
+
+    spec = ScanSpec(has_D=True)
+    tuned = dict(default_config("numba_cpu", spec), BLOCK_D=8 if default_config("numba_cpu", spec)["BLOCK_D"] != 8
+                 else 16)
+    cache.store("numba_cpu", spec, (1, 16, 40, 4), tuned)
+    g = torch.Generator().manual_seed(0)
+    u, delta = torch.randn(1, 16, 40, generator=g), torch.rand(1, 16, 40, generator=g)
+    A, B, C, D = -torch.rand(16, 4, generator=g), torch.randn(1, 4, 40, generator=g), \
+        torch.randn(1, 4, 40, generator=g), torch.randn(16, generator=g)
+    sf.selective_scan(u, delta, A, B, C, D, backend="numba_cpu")
+    assert ("numba_cpu", spec, tuple(sorted(tuned.items()))) in codegen._loaded

@@ -2,20 +2,43 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+
 import torch
 
 from ..ir import GatherSpec, ScanSpec
 from .base import Backend, ScanInputs
 from .numba_cpu import NumbaCPUBackend
+from .numba_cuda import NumbaCUDABackend
 from .reference import ReferenceBackend
 from .triton import TritonBackend
 
-__all__ = ["Backend", "ScanInputs", "get", "names", "available", "resolve"]
+__all__ = ["Backend", "ScanInputs", "get", "names", "available", "register", "resolve"]
 
-_REGISTRY: dict[str, Backend] = {b.name: b for b in (TritonBackend(), NumbaCPUBackend(), ReferenceBackend())}
+_REGISTRY: dict[str, Backend] = {b.name: b for b in (TritonBackend(), NumbaCPUBackend(), NumbaCUDABackend(),
+                                                      ReferenceBackend())}
 
 #: Preference order when ``backend=None``: the tuned kernels of the device, then the reference.
 _PREFERENCE = {"cuda": ("triton", "numba_cuda", "reference"), "cpu": ("numba_cpu", "reference")}
+
+
+def register(backend: Backend, *, prefer_on: tuple[str, ...] = ()) -> Backend:
+    """Add a backend (an instance of a :class:`Backend` subclass) under its ``name``.
+
+    ``prefer_on`` lists device types (``"cuda"``, ``"cpu"``) where ``backend=None`` should try it
+    first. Registering a name twice is an error: one name, one backend.
+    """
+    if not isinstance(backend, Backend):
+        raise TypeError(f"register: expected a scanforge.backends.Backend instance, got {type(backend).__name__}")
+    if not getattr(backend, "name", None) or not isinstance(backend.name, str):
+        raise ValueError("register: the backend needs a non-empty string `name`")
+    if backend.name in _REGISTRY:
+        raise ValueError(f"register: a backend named {backend.name!r} is already registered")
+    _REGISTRY[backend.name] = backend
+    for device_type in prefer_on:
+        _PREFERENCE[device_type] = (backend.name, *_PREFERENCE.get(device_type, ("reference",)))
+    return backend
 
 
 def names() -> tuple[str, ...]:
@@ -49,3 +72,13 @@ def resolve(name: str | None, spec: ScanSpec | GatherSpec, device: torch.device)
         if backend and not backend.unavailable_reason() and not backend.unsupported_reason(spec, device):
             return candidate
     return "reference"
+
+
+def _load_plugins() -> None:
+    """Import the modules named in ``SCANFORGE_PLUGINS`` (comma-separated): each registers its
+    backends on import. Child processes (tuning trials) inherit the variable, so they see them too."""
+    for module in filter(None, (m.strip() for m in os.environ.get("SCANFORGE_PLUGINS", "").split(","))):
+        importlib.import_module(module)
+
+
+_load_plugins()

@@ -122,7 +122,7 @@ class TritonBackend(Backend):
         return result
 
     def scan_decode(self, spec, state, x, dt, A, B, C, D, z, dt_bias, gate, gate_threshold, window, config=None):
-        module = _module(spec, (*x.shape, A.shape[1]), x.device, config)
+        module = _module(spec, (*x.shape, 1, A.shape[1]), x.device, config)  # a scan shape of one step
         out = new_output(x.shape, x.dtype, x.device)
         module.launch_decode(state, x, dt, A, B, C, D, z, dt_bias, gate, gate_threshold, window, out)
         return out

@@ -79,6 +79,19 @@ def read_file(source: str, text: str) -> dict | None:
     return data
 
 
+def _fits_space(backend: str, entry: dict) -> bool:
+    """Whether a stored config is a point of the backend's current search space (a space that
+    gained or lost a parameter since makes old entries unusable: a kernel would not render)."""
+    from .spaces import backend_spaces
+
+    try:
+        space = backend_spaces(backend)["_".join(entry["spec"].split("-")[:2])]
+        config = entry["config"]
+        return set(config) == set(space.params) and all(config[k] in v for k, v in space.params.items())
+    except (KeyError, TypeError, AttributeError, ValueError):
+        return False
+
+
 def _usable(source: str, data: dict | None, backend: str) -> dict:
     """The entries of ``data`` if its fingerprint is this machine's for ``backend``; else {}."""
     if data is None:
@@ -87,7 +100,11 @@ def _usable(source: str, data: dict | None, backend: str) -> dict:
     if data["fingerprint"] != here:
         _warn_once(source, f"{source} was tuned for {data['fingerprint']}, not this machine ({here})")
         return {}
-    return data["entries"]
+    entries = {k: e for k, e in data["entries"].items() if _fits_space(backend, e)}
+    if len(entries) < len(data["entries"]):
+        bad = sorted(set(data["entries"]) - set(entries))
+        _warn_once(source + "#space", f"{source}: entries {bad[:3]} are not configs of the current search space")
+    return entries
 
 
 def load_entries(backend: str) -> dict[str, dict]:

@@ -17,6 +17,11 @@ SPEC = ScanSpec(has_D=True)
 SHAPE = (2, 100, 300, 16)
 
 
+def _config(**changes):
+    """A valid numba_cpu forward config (the default with some choices changed)."""
+    return dict(default_config("numba_cpu", SPEC), **changes)
+
+
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SCANFORGE_CACHE_DIR", str(tmp_path))
@@ -33,7 +38,7 @@ def test_buckets_round_sizes_up_to_powers_of_two_and_keep_N():
 
 
 def test_a_stored_config_is_used_by_the_next_call_and_by_near_shapes():
-    tuned = {"LAYOUT": "scalar", "EXP": "poly", "BLOCK_D": 4}
+    tuned = _config(LAYOUT="scalar", BLOCK_D=4)
     assert config_for("numba_cpu", SPEC, SHAPE) == default_config("numba_cpu", SPEC)
     cache.store("numba_cpu", SPEC, SHAPE, tuned, seconds=1.0)
     assert config_for("numba_cpu", SPEC, SHAPE) == tuned
@@ -49,6 +54,12 @@ def _write_user_file(data):
     path = cache.user_file("numba_cpu")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(data if isinstance(data, str) else json.dumps(data))
+
+
+def test_an_entry_outside_the_current_space_is_refused():
+    cache.store("numba_cpu", SPEC, SHAPE, {"BLOCK_D": 16, "OLD_KNOB": 1})
+    with pytest.warns(UserWarning, match="not configs of the current search space"):
+        assert config_for("numba_cpu", SPEC, SHAPE) == default_config("numba_cpu", SPEC)
 
 
 @pytest.mark.parametrize("content, message", [
@@ -73,7 +84,7 @@ def test_a_bad_cache_file_is_refused_with_one_warning(content, message):
 
 
 def test_export_and_import_keep_a_foreign_file_apart(tmp_path):
-    cache.store("numba_cpu", SPEC, SHAPE, {"LAYOUT": "scalar", "EXP": "poly", "BLOCK_D": 2})
+    cache.store("numba_cpu", SPEC, SHAPE, _config(LAYOUT="scalar", BLOCK_D=2))
     data = json.loads(cache.user_file("numba_cpu").read_text())
     data["fingerprint"]["device"] = "Another CPU"
     foreign = tmp_path / "foreign.json"
@@ -86,19 +97,19 @@ def test_export_and_import_keep_a_foreign_file_apart(tmp_path):
 
 def test_a_shipped_file_for_this_device_is_a_fallback(tmp_path, monkeypatch):
     shipped = tmp_path / "shipped.json"
-    entry = {"spec": SPEC.key(), "bucket": list(cache.bucket(SHAPE)), "config": {"BLOCK_D": 32}}
+    entry = {"spec": SPEC.key(), "bucket": list(cache.bucket(SHAPE)), "config": _config(BLOCK_D=32)}
     shipped.write_text(json.dumps({"schema": SCHEMA_VERSION, "fingerprint": fingerprint("numba_cpu"),
                                    "entries": {cache.entry_key(SPEC, cache.bucket(SHAPE)): entry}}))
     monkeypatch.setattr(cache, "shipped_files", lambda: [shipped])
-    assert config_for("numba_cpu", SPEC, SHAPE) == {"BLOCK_D": 32}
-    cache.store("numba_cpu", SPEC, SHAPE, {"BLOCK_D": 8})  # the user's own tuning wins
-    assert config_for("numba_cpu", SPEC, SHAPE) == {"BLOCK_D": 8}
+    assert config_for("numba_cpu", SPEC, SHAPE) == _config(BLOCK_D=32)
+    cache.store("numba_cpu", SPEC, SHAPE, _config(BLOCK_D=8))  # the user's own tuning wins
+    assert config_for("numba_cpu", SPEC, SHAPE) == _config(BLOCK_D=8)
 
 
 def _store_many(root, worker):
     os.environ["SCANFORGE_CACHE_DIR"] = root
     for i in range(8):
-        cache.store("numba_cpu", SPEC, (1, 2 ** (worker + 1), 2 ** (i + 1), 16), {"BLOCK_D": i})
+        cache.store("numba_cpu", SPEC, (1, 2 ** (worker + 1), 2 ** (i + 1), 16), {"BLOCK_D": i})  # raw entries
 
 
 def test_concurrent_writers_lose_no_entry(private_cache):
@@ -110,3 +121,21 @@ def test_concurrent_writers_lose_no_entry(private_cache):
         p.join(60)
     assert all(p.exitcode == 0 for p in procs)
     assert len(json.loads(cache.user_file("numba_cpu").read_text())["entries"]) == 32
+
+
+def test_cache_commands_list_show_export_import_clear(tmp_path, capsys):
+    from scanforge.cli import main
+
+    cache.store("numba_cpu", SPEC, SHAPE, _config(LAYOUT="scalar", BLOCK_D=2), seconds=1e-3,
+                default_seconds=2e-3, trials=5)
+    assert main(["cache", "show", "--backend", "numba_cpu"]) == 0
+    assert "2.00x" in capsys.readouterr().out
+    exported = tmp_path / "exported.json"
+    assert main(["cache", "export", str(exported), "--backend", "numba_cpu"]) == 0
+    assert main(["cache", "clear"]) == 0
+    assert config_for("numba_cpu", SPEC, SHAPE) == default_config("numba_cpu", SPEC)
+    assert main(["cache", "import", str(exported)]) == 0
+    assert "used on this machine" in capsys.readouterr().out
+    assert config_for("numba_cpu", SPEC, SHAPE)["BLOCK_D"] == 2
+    assert main(["cache", "list"]) == 0
+    assert "yes" in capsys.readouterr().out

@@ -1,0 +1,174 @@
+"""Hugging Face transformers' Mamba models on scanforge: ``apply_scanforge_to_mamba(model)``.
+
+The switch replaces ``MambaMixer.forward`` (``transformers.models.mamba.modeling_mamba``) by a
+forward that keeps the mixer's weights, cache handling and conventions and runs the selective scan
+(prefill, training) and the decode step (generation) with scanforge's ops. Without mamba-ssm,
+transformers runs a Python loop over time instead. Needs transformers >= 5.21 (the cache with
+``get_conv_state`` / ``get_recurrent_state``): ``pip install "scanforge[hf]"``.
+
+One behaviour differs on purpose: a multi-token call that continues a cached state (chunked
+prefill, candidate tokens of assisted decoding) starts its scan from the cached state; the
+installed fallback restarts from zeros there.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+try:
+    import transformers
+    from transformers.cache_utils import Cache
+    from transformers.models.mamba import modeling_mamba
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError("scanforge.integrations.transformers needs transformers >= 5.21: "
+                      "pip install 'scanforge[hf]'") from exc
+
+from .. import backends, decode, ops
+
+__all__ = ["apply_scanforge_to_mamba", "is_scanforge_applied", "revert_scanforge_to_mamba"]
+
+MIN_TRANSFORMERS = "5.21"
+_ATTR = "_scanforge_backend"  # set on patched forwards (the backend name, or None for the device's choice)
+_original_forward: Callable | None = None
+
+
+def _check_version() -> None:
+    if not all(hasattr(Cache, name) for name in ("get_conv_state", "get_recurrent_state", "is_recording_past")):
+        raise RuntimeError(f"apply_scanforge_to_mamba: transformers {transformers.__version__} is installed; "
+                           f"expected >= {MIN_TRANSFORMERS} (a Cache with get_conv_state/get_recurrent_state)")
+
+
+def _masked(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Zero padded positions ((batch, L, channels) against a (batch, L) mask), keeping the dtype."""
+    if attention_mask is None:
+        return hidden_states
+    return (hidden_states * attention_mask[:, :, None]).to(hidden_states.dtype)
+
+
+def _conv(self, x: torch.Tensor, cache, conv_state: torch.Tensor | None) -> torch.Tensor:
+    """The mixer's causal depthwise conv and activation on x (batch, d, L), reading and updating the cache."""
+    seq_len, K = x.shape[-1], self.conv_kernel_size
+    weight, bias = self.conv1d.weight, self.conv1d.bias
+    if conv_state is not None and seq_len == 1 and not cache.is_recording_past(self.layer_idx):
+        window = torch.cat([conv_state, x], dim=-1).to(weight.dtype)
+        conv_state.copy_(window[..., -conv_state.shape[-1]:])
+        # One output per channel: a multiply-sum (a depthwise F.conv1d this small costs milliseconds on CPU).
+        out = (window[..., -K:] * weight[:, 0, :]).sum(-1, keepdim=True)
+        out = out if bias is None else out + bias[:, None]
+    else:
+        full = x if cache is None else cache.update_conv_state(x, self.layer_idx, conv_kernel_size=K)
+        out = F.conv1d(full.to(weight.dtype), weight, bias, padding=K - 1, groups=x.shape[1])
+        out = out[..., : full.shape[-1]][..., -seq_len:]
+    return self.act(out).to(x.dtype)
+
+
+def _make_forward(backend: str | None) -> Callable:
+    def forward(self, hidden_states: torch.Tensor, cache=None, attention_mask: torch.Tensor | None = None,
+                **kwargs) -> torch.Tensor:
+        """MambaMixer's forward on scanforge's selective scan and decode step."""
+        cache = kwargs.pop("cache_params", None) if cache is None else cache
+        layer = self.layer_idx
+        conv_state = recurrent_state = None
+        if cache is not None:
+            conv_state = cache.get_conv_state(layer, state_idx=0)
+            recurrent_state = cache.get_recurrent_state(layer, state_idx=0)
+        seq_len, dtype = hidden_states.shape[1], hidden_states.dtype
+
+        x, z = self.in_proj(_masked(hidden_states, attention_mask)).transpose(1, 2).chunk(2, dim=1)
+        x = _masked(_conv(self, x, cache, conv_state).transpose(1, 2), attention_mask)  # (batch, L, d)
+        dt, B, C = torch.split(self.x_proj(x), [self.time_step_rank, self.ssm_state_size, self.ssm_state_size], dim=-1)
+        dt = self.dt_proj.weight @ dt.transpose(1, 2)  # (batch, d, L); the bias is added (in fp32) by the kernel
+        dt_bias = None if self.dt_proj.bias is None else self.dt_proj.bias.float()
+        A = -torch.exp(self.A_log.float())
+        u = x.transpose(1, 2)
+
+        if recurrent_state is not None and seq_len == 1:
+            y = decode.selective_state_update(recurrent_state, u[..., 0], dt[..., 0], A, B[:, 0], C[:, 0], self.D,
+                                              z[..., 0], dt_bias, True, backend=backend).unsqueeze(-1)
+        else:
+            result = ops.selective_scan(u, dt, A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(), z, dt_bias,
+                                        True, initial_state=recurrent_state, return_last_state=cache is not None,
+                                        backend=backend)
+            if cache is None:
+                y = result
+            else:
+                y, last_state = result
+                cache.update_recurrent_state(last_state, layer)
+        return self.out_proj(y.transpose(1, 2).to(dtype))
+
+    forward = _with_accelerate_hooks(forward)
+    setattr(forward, _ATTR, backend)
+    return forward
+
+
+def _with_accelerate_hooks(forward: Callable) -> Callable:
+    """Fire the offloading hooks of the children whose weights are read directly, as the original does."""
+    try:
+        from transformers.integrations.accelerate import force_accelerate_hooks
+    except ImportError:  # pragma: no cover - older layouts
+        return forward
+    return force_accelerate_hooks(["conv1d", "dt_proj"])(forward)
+
+
+def _mixers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, modeling_mamba.MambaMixer)]
+
+
+def apply_scanforge_to_mamba(model: nn.Module | None = None, *, backend: str | None = None) -> nn.Module | None:
+    """Run transformers' Mamba mixers on scanforge's scan and decode step.
+
+    Args:
+        model: a model holding ``MambaMixer`` modules (e.g. ``MambaForCausalLM``): switch its mixers
+            only. None: switch the class, i.e. every Mamba model, existing or created afterwards,
+            that has no per-model setting.
+        backend: scanforge backend name, or None for the device's choice (CPU: ``numba_cpu``).
+
+    Returns the model (None when switching the class). Undo with :func:`revert_scanforge_to_mamba`.
+    """
+    global _original_forward
+    _check_version()
+    if backend is not None and not isinstance(backend, str):
+        raise TypeError(f"backend: expected None or a backend name, got {backend!r}")
+    if backend is not None:
+        backends.get(backend)  # an unknown name fails here, not at the first forward
+    forward = _make_forward(backend)
+    if model is None:
+        if _original_forward is None:
+            _original_forward = modeling_mamba.MambaMixer.forward
+        modeling_mamba.MambaMixer.forward = forward
+        return None
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module or None, got {type(model).__name__}")
+    mixers = _mixers(model)
+    if not mixers:
+        raise ValueError(f"model: expected a model with transformers' MambaMixer layers, "
+                         f"found none in {type(model).__name__}")
+    for mixer in mixers:
+        mixer.forward = types.MethodType(forward, mixer)
+    return model
+
+
+def revert_scanforge_to_mamba(model: nn.Module | None = None) -> nn.Module | None:
+    """Undo :func:`apply_scanforge_to_mamba`: for ``model``'s mixers (their per-model setting is
+    removed), or for the class when model is None. Reverting what was not switched does nothing."""
+    global _original_forward
+    if model is None:
+        if _original_forward is not None:
+            modeling_mamba.MambaMixer.forward = _original_forward
+            _original_forward = None
+        return None
+    for mixer in _mixers(model):
+        if hasattr(mixer.__dict__.get("forward"), _ATTR):
+            del mixer.forward
+    return model
+
+
+def is_scanforge_applied(mixer: nn.Module) -> bool:
+    """Whether this MambaMixer (or every mixer of this model) runs on scanforge."""
+    mixers = _mixers(mixer)
+    return bool(mixers) and all(hasattr(m.forward, _ATTR) for m in mixers)

@@ -79,7 +79,8 @@ def load(spec: ScanSpec | GatherSpec, backend: str, config: Mapping[str, object]
             return module
         if not path.exists() or path.read_text() != source:
             _write_atomic(path, source)
-        name = f"scanforge_generated.{backend}.{path.stem}_{len(_modules)}"
+        # The same name in every process: Numba's on-disk cache refers to a kernel's module by name.
+        name = f"scanforge_generated_{backend}_{path.stem}"
         module_spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[name] = module  # triton resolves globals of jitted functions through the module

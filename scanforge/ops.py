@@ -52,7 +52,8 @@ def _selective_scan_backward_op(dy: Tensor, dh_last: Tensor, u: Tensor, delta: T
 @_selective_scan_backward_op.register_fake
 def _(dy, dh_last, u, delta, A, B, C, D, z, delta_bias, gate, initial_state, *args):
     inputs = (u, delta, A, B, C, D, z, delta_bias, gate, initial_state)
-    return [u.new_empty((0,)) if t is None else torch.empty_like(t) for t in inputs]
+    contiguous = torch.contiguous_format  # the backends return contiguous gradients, whatever the input strides
+    return [u.new_empty((0,)) if t is None else torch.empty_like(t, memory_format=contiguous) for t in inputs]
 
 
 def _setup_context(ctx, inputs, output):
@@ -130,7 +131,8 @@ def _topk_gather_backward_op(gout: Tensor, x: Tensor, k: int, scores: Tensor | N
 
 @_topk_gather_backward_op.register_fake
 def _(gout, x, k, scores, slot, keep_order, summary, weight, backend):
-    return torch.empty_like(x), x.new_empty((0,)) if scores is None else torch.empty_like(scores)
+    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+            x.new_empty((0,)) if scores is None else torch.empty_like(scores, memory_format=torch.contiguous_format))
 
 
 def _gather_setup_context(ctx, inputs, output):

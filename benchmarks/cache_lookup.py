@@ -35,7 +35,8 @@ def main() -> None:
     codegen.load(SPEC, "numba_cpu", config)
     results["codegen.load (memo hit)"] = per_call_us(lambda: codegen.load(SPEC, "numba_cpu", config))
     record = {"command": "python benchmarks/cache_lookup.py", "machine": platform.processor() or platform.machine(),
-              "python": platform.python_version(), "microseconds_per_call": {k: round(v, 3) for k, v in results.items()},
+              "python": platform.python_version(),
+              "microseconds_per_call": {k: round(v, 3) for k, v in results.items()},
               "target": "config lookup < 5 us per call"}
     print(json.dumps(record, indent=1))
     out = Path(__file__).parent / "results" / "cache_lookup.json"

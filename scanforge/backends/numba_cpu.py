@@ -1,7 +1,9 @@
 """Numba CPU backend: kernels rendered from ``templates/numba_cpu``, compiled once and cached on disk.
 
 Inputs are viewed as contiguous float32 NumPy arrays (bfloat16/float16 are converted: NumPy has no
-bfloat16); the kernels compute in float64 scalars, parallel over (sequence, block of channels).
+bfloat16). The forward runs parallel over (sequence, block of channels), by default vectorised over
+the block's channels in float32 (``LAYOUT="channels"``); the backward and the decode step compute in
+float64 scalars.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import numpy as np
 import torch
 
 from .. import codegen
-from ..configs import config_for
+from ..configs import config_for, default_config
 from ..ir import GatherSpec, ScanSpec
 from .base import Backend, ScanInputs
 
@@ -26,8 +28,22 @@ def _bc(t: torch.Tensor) -> np.ndarray:
     return _np(t if t.dim() == 4 else t.unsqueeze(1))
 
 
+def _groups(t: torch.Tensor) -> np.ndarray:
+    """A decode step's B or C as (batch, G, N): shared (batch, N) is one group."""
+    return _np(t if t.dim() == 3 else t.unsqueeze(1))
+
+
+def _in_place(t: torch.Tensor) -> tuple[np.ndarray, bool]:
+    """A float32 NumPy array sharing t's memory when it can, else a float32 copy (then True: copy it back)."""
+    if t.dtype == torch.float32 and t.is_contiguous():
+        return t.detach().numpy(), False
+    return _np(t), True
+
+
 def _module(spec: ScanSpec | GatherSpec, shape: tuple[int, ...], config: dict | None):
-    return codegen.load(spec, "numba_cpu", config or config_for("numba_cpu", spec, shape))
+    """The kernel module of spec; parameters a config leaves out keep their defaults."""
+    chosen = config or config_for("numba_cpu", spec, shape)
+    return codegen.load(spec, "numba_cpu", {**default_config("numba_cpu", spec), **chosen})
 
 
 def _scan_shape(inputs: ScanInputs) -> tuple[int, ...]:
@@ -49,8 +65,6 @@ class NumbaCPUBackend(Backend):
     def unsupported_reason(self, spec, device):
         if device.type != "cpu":
             return f"runs on CPU tensors, got a tensor on {device}"
-        if spec.phase.value == "decode":
-            return "does not implement the decode step yet"
         return None
 
     def scan_forward(self, spec, inputs, config=None):
@@ -90,6 +104,24 @@ class NumbaCPUBackend(Backend):
                     "gate": t["dgate"].sum(0), "initial_state": t["dh0"]}
         grads.update({k: v for k, v in optional.items() if getattr(inputs, k) is not None})
         return {k: v.to(getattr(inputs, k).dtype) for k, v in grads.items()}
+
+    def scan_decode(self, spec, state, x, dt, A, B, C, D, z, dt_bias, gate, gate_threshold, window, config=None):
+        batch, dim = x.shape
+        module = _module(spec, (batch, dim, 1, A.shape[1]), config)  # a scan shape with L = 1
+        buffers = [state, *(window or ())]
+        arrays = [_in_place(t) for t in buffers]
+        if window is None:
+            empty = (np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32), np.zeros((0, 0, 0), np.float32),
+                     np.zeros(0, np.float32))
+        else:
+            empty = tuple(a for a, _ in arrays[1:])
+        out = np.empty((batch, dim), dtype=np.float32)
+        module.scan_decode(arrays[0][0], _np(x), _np(dt), _np(A), _groups(B), _groups(C), _np(D), _np(z, (0, 0)),
+                           _np(dt_bias), _np(gate), spec.softplus, float(gate_threshold), *empty, out)
+        for t, (a, copied) in zip(buffers, arrays):
+            if copied:
+                t.copy_(torch.from_numpy(a))
+        return torch.from_numpy(out).to(x.dtype)
 
     def gather_forward(self, spec, x, k, scores, config=None):
         batch, T, d = x.shape

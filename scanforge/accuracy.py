@@ -31,14 +31,20 @@ def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     return diff / denom if denom > 0 else diff
 
 
+#: The dt range of ``random_scan_inputs(..., extreme_dt=True)``: from a held state to a full reset.
+EXTREME_DT = (1e-4, 8.0)
+
+
 def random_scan_inputs(spec: ScanSpec, batch: int, dim: int, L: int, N: int, *, groups: int = 1,
                        device: str | torch.device = "cpu", seed: int = 0,
-                       transpose: bool = False) -> ScanInputs:
+                       transpose: bool = False, extreme_dt: bool = False) -> ScanInputs:
     """Fresh random inputs of ``spec`` (never zeros), in the spec's dtype.
 
     dt lands in a realistic range (softplus(delta + bias) about 0.05-1), A is negative, so the
     state neither explodes nor vanishes over a few hundred steps. ``transpose=True`` gives u,
     delta, z, B, C non-contiguous strides (allocated with L innermost-but-one and transposed).
+    ``extreme_dt=True`` spreads dt log-uniformly over :data:`EXTREME_DT` (tiny steps that barely
+    move the state and huge ones that wipe it), the edge of what a trained model produces.
     """
     gen = torch.Generator().manual_seed(seed)
     dtype = _TORCH_DTYPE[spec.dtype]
@@ -55,6 +61,12 @@ def random_scan_inputs(spec: ScanSpec, batch: int, dim: int, L: int, N: int, *, 
         delta = rand(batch, dim, L, scale=0.5, shift=-1.0, seq=True)
     else:
         delta = (torch.rand(batch, dim, L, generator=gen) * 0.3 + 0.02).to(device=device, dtype=dtype)
+        if transpose:
+            delta = delta.transpose(-1, -2).contiguous().transpose(-1, -2)
+    if extreme_dt:  # dt log-uniform; delta is its preimage (inverse softplus), so dt stays positive either way
+        low, high = math.log(EXTREME_DT[0]), math.log(EXTREME_DT[1])
+        dt = torch.exp(torch.rand(batch, dim, L, generator=gen, dtype=torch.float64) * (high - low) + low)
+        delta = (torch.log(torch.expm1(dt)) if spec.softplus else dt).to(device=device, dtype=dtype)
         if transpose:
             delta = delta.transpose(-1, -2).contiguous().transpose(-1, -2)
     A = -torch.exp(rand(dim, N, scale=0.5, to=torch.float32))
@@ -146,14 +158,22 @@ def check_scan(backend: Backend, spec: ScanSpec, inputs: ScanInputs, *, config: 
     return scan_errors(case, y, h_last, g)
 
 
+def bound(name: str, dtype: str) -> float:
+    """The bound of error ``name`` (``y``, ``grad_u``, ``idx``...) in ``dtype``: indices are exact."""
+    if name == "idx":
+        return 0.0
+    return (GRAD_TOLERANCE if name.startswith("grad_") else FORWARD_TOLERANCE)[dtype]
+
+
 def passes(errors: dict[str, float], dtype: str) -> bool:
     """Whether every error is within its dtype's bound (NaN never passes)."""
-    def bound(name: str) -> float:
-        if name == "idx":  # selected indices must be exact
-            return 0.0
-        return (GRAD_TOLERANCE if name.startswith("grad_") else FORWARD_TOLERANCE)[dtype]
+    return all(e <= bound(name, dtype) for name, e in errors.items())
 
-    return all(e <= bound(name) for name, e in errors.items())
+
+def failures(errors: dict[str, float], dtype: str) -> list[str]:
+    """One line per error over its bound, e.g. ``grad_u rel err 3.1e-02 > 2e-02``."""
+    return [f"{name} rel err {e:.2e} > {bound(name, dtype):.0e}" for name, e in errors.items()
+            if not e <= bound(name, dtype)]
 
 
 def random_gather_inputs(spec: GatherSpec, batch: int, T: int, d: int, *, device: str | torch.device = "cpu",

@@ -1,4 +1,4 @@
-"""The ``scanforge`` command line: tune | cache | check | bench | show-kernel."""
+"""The ``scanforge`` command line: tune | cache | check | bench | experiment | show-kernel."""
 
 from __future__ import annotations
 
@@ -16,24 +16,61 @@ def _fmt(error: float) -> str:
 
 
 def _cmd_check(args) -> int:
-    from .check import run_checks
+    from rich.markup import escape
+    from rich.progress import Progress
+
+    from . import check, conformance
 
     console = Console(width=max(Console().width, 132))
-    with console.status("checking every backend against the float64 reference..."):
-        rows = run_checks(quick=args.quick, backend_names=args.backend)
-    table = Table(title="scanforge check: relative error ||out - ref|| / ||ref|| against float64")
-    for column in ("backend", "op", "variant", "dtype", "fwd rel err", "grad rel err", "time (s)", "result"):
+    if args.examples < 1:
+        raise ValueError(f"--examples: expected an int >= 1, got {args.examples}")
+    if args.deep:
+        import importlib.util
+
+        if importlib.util.find_spec("hypothesis") is None:
+            raise ValueError("--deep draws inputs with Hypothesis: pip install hypothesis")
+    configs, entries = None, []
+    names = conformance.selected_backends(args.backend)
+    if args.config:
+        loaded = check.load_config_file(args.config)
+        configs = loaded.families
+        entries = [(args.backend[0] if args.backend else loaded.backend, *e) for e in loaded.entries]
+    if args.tuned:
+        entries += check.tuned_entries(names)
+    suite = not (args.config and configs is None)  # a cache file: verify its entries only
+    cases = conformance.plan(names, quick=args.quick, deep=args.deep, examples=args.examples,
+                             seed=args.seed) if suite else []
+    results = []
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("scanforge check", total=len(cases) + len(entries))
+
+        def seen(result):
+            progress.update(task, advance=1, description=f"{result.case.backend} {result.case.name}")
+
+        for case in cases:
+            results.append(conformance.run_case(case, configs))
+            seen(results[-1])
+        results += check.verify_entries(entries, on_result=seen)
+    table = Table(title="scanforge check: rel err ||out - ref|| / ||ref|| against float64; laws: rel err "
+                        "between variants")
+    for column in ("backend", "kind", "op", "variant / law", "dtype", "fwd err", "grad err", "time (s)", "result"):
         table.add_column(column, justify="right" if "err" in column or "time" in column else "left")
-    for r in rows:
-        style = {"pass": "green", "FAIL": "bold red"}.get(r.status, "red" if r.status.startswith("error") else "dim")
-        table.add_row(r.backend, r.op, r.variant, r.dtype, _fmt(r.forward_error), _fmt(r.grad_error),
+    for r in results:
+        c = r.case
+        style = {"pass": "green", "FAIL": "bold red", "error": "red"}.get(r.status, "dim")
+        table.add_row(c.backend, c.kind, c.op, c.name, c.dtype, _fmt(r.forward_error), _fmt(r.grad_error),
                       f"{r.seconds:.1f}", f"[{style}]{r.status}[/{style}]")
     console.print(table)
-    ran = [r for r in rows if r.status != "not implemented"]
-    failed = [r for r in ran if r.status != "pass"]
-    console.print(f"{len(ran) - len(failed)} passed, {len(failed)} failed, "
-                  f"{len(rows) - len(ran)} not implemented")
-    return 1 if failed else 0
+    bad = [r for r in results if not r.ok]
+    for r in bad:
+        console.print(f"[bold red]{r.status}[/bold red] {escape(r.case.id)}: {escape(r.message)}", highlight=False)
+    written = check.write_snippets(bad, args.repro_dir)
+    if written:
+        console.print(f"reproducers written: {', '.join(map(str, written))}")
+    skipped = [r for r in results if r.status == "not implemented"]
+    console.print(f"{len(results) - len(bad) - len(skipped)} passed, {len(bad)} failed, "
+                  f"{len(skipped)} not implemented")
+    return 1 if bad else 0
 
 
 def _cmd_show_kernel(args) -> int:
@@ -63,6 +100,12 @@ def _cmd_bench(args) -> int:
     from . import bench_command
 
     return bench_command.run(args)
+
+
+def _cmd_experiment(args) -> int:
+    from . import experiments
+
+    return experiments.run(args)
 
 
 def _cmd_cache(args) -> int:
@@ -101,15 +144,34 @@ def build_parser() -> argparse.ArgumentParser:
     _workload_flags(bench)
     bench.set_defaults(func=_cmd_bench)
 
+    experiment = sub.add_parser("experiment", help="rerun one of the design's experiments (tables, plots, results)")
+    from .experiments import add_arguments
+
+    add_arguments(experiment)
+    experiment.set_defaults(func=_cmd_experiment)
+
     cache = sub.add_parser("cache", help="list | show | clear | export | import tuned configs")
     cache.add_argument("action", choices=["list", "show", "clear", "export", "import"])
     cache.add_argument("path", nargs="?", help="export: file to write; import: file to read")
     cache.add_argument("--backend")
     cache.set_defaults(func=_cmd_cache)
 
-    check = sub.add_parser("check", help="run every available backend against the float64 reference")
+    check = sub.add_parser("check", help="conformance suite: every backend, op, variant and law vs the reference")
     check.add_argument("--quick", action="store_true", help="small shapes (seconds, not minutes)")
-    check.add_argument("--backend", action="append", help="only this backend (repeatable)")
+    check.add_argument("--backend", action="append", help="only this backend (repeatable; default: all installed)")
+    configs = check.add_mutually_exclusive_group()
+    configs.add_argument("--config", metavar="FILE",
+                         help="JSON/TOML {family: config} forced on every case, or a cache file whose entries are "
+                              "each verified")
+    configs.add_argument("--tuned", action="store_true",
+                         help="also verify every tuned config in this machine's cache (the suite itself always "
+                              "runs the tuned configs)")
+    check.add_argument("--deep", action="store_true", help="add Hypothesis-drawn inputs per op family and more "
+                                                           "law seeds")
+    check.add_argument("--examples", type=int, default=20, help="--deep: examples per property (default 20)")
+    check.add_argument("--seed", type=int, default=0, help="seed of the drawn inputs and laws (default 0)")
+    check.add_argument("--repro-dir", default="scanforge-check-failures",
+                       help="where failing cases are written as runnable scripts")
     check.set_defaults(func=_cmd_check)
 
     show = sub.add_parser("show-kernel", help="print the generated source of a kernel")

@@ -221,6 +221,12 @@ def _accept(outcome: Outcome, study: optuna.Study, runner, rounds: int, write_ca
     if not wins:
         outcome.note = f"best config {best_config} did not beat the default when re-timed; default kept"
         return
+    from .conformance import verify_config  # the same suite as `scanforge check`, with this config forced
+
+    failures = verify_config(task.backend, task.spec, best_config, task.shape)
+    if failures:
+        outcome.note = f"best config {best_config} failed the conformance suite; not cached: " + " | ".join(failures)
+        return
     outcome.config, outcome.accepted = dict(best_config), True
     if write_cache:
         cache.store(task.backend, task.spec, task.shape, best_config, seconds=outcome.seconds,

@@ -22,6 +22,16 @@ SCAN_VARIANTS: dict[str, ScanSpec] = {
 }
 
 
+#: Decode-step variants (one token, state updated in place): plain, strided, gated, grouped B/C.
+DECODE_VARIANTS: dict[str, ScanSpec] = {
+    "decode": ScanSpec(phase=Phase.DECODE, has_D=True, has_z=True, has_delta_bias=True, softplus=True),
+    "decode strided k=4": ScanSpec(phase=Phase.DECODE, stride=4, has_D=True),
+    "decode gated hard": ScanSpec(phase=Phase.DECODE, gated=True, has_D=True),
+    "decode gated soft": ScanSpec(phase=Phase.DECODE, gated=True, gate_mode=GateMode.SOFT, has_D=True),
+    "decode grouped B/C": ScanSpec(phase=Phase.DECODE, grouped=True, has_D=True),
+}
+
+
 #: Top-k gather variants: L2-norm vs learned scores, order, summary token, sigmoid weight.
 GATHER_VARIANTS: dict[str, GatherSpec] = {
     "l2norm": GatherSpec(),

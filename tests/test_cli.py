@@ -13,10 +13,22 @@ def test_show_kernel_prints_the_generated_source(capsys):
     assert "def scan_bwd_kernel" in out and "def launch_backward" in out
 
 
-def test_check_quick_runs_every_backend_and_passes(capsys):
-    assert main(["check", "--quick"]) == 0
+def test_check_quick_runs_references_and_laws_and_passes(capsys):
+    """The suite's table on the two cheapest backends (every backend runs the same entries in
+    test_scan_laws / test_selective_scan / test_topk_gather / test_decode)."""
+    assert main(["check", "--quick", "--backend", "reference", "--backend", "numba_cuda"]) == 0
     out = capsys.readouterr().out
-    assert "causal+D+z+bias+softplus" in out and "pass" in out and "0 failed" in out
+    for row in ("causal+D+z+bias+softplus", "decode gated soft", "periodic gate", "varlen bidirectional",
+                "top-k identity", "numba_cuda", "pass"):
+        assert row in out
+    assert "0 failed" in out
+
+
+def test_check_rejects_bad_arguments(capsys):
+    assert main(["check", "--examples", "0"]) == 2
+    assert "--examples: expected an int >= 1" in capsys.readouterr().err
+    assert main(["check", "--backend", "nope"]) == 2
+    assert main(["check", "--config", "/nonexistent.json"]) == 2
 
 
 def test_console_script_entry_point():

@@ -1,6 +1,8 @@
 """The decode step on every backend: one token equals the reference, token-by-token decoding equals
 the full scan (plain, strided and gated), the state and window are updated in place."""
 
+import dataclasses
+
 import pytest
 import torch
 from helpers import DEVICE, backends_for
@@ -8,7 +10,8 @@ from helpers import DEVICE, backends_for
 import scanforge as sf
 from scanforge.accuracy import rel_error
 from scanforge.ir import ScanSpec
-from scanforge.reference import selective_state_update_ref
+from scanforge.testing import assert_matches_reference, random_decode_inputs
+from scanforge.variants import DECODE_VARIANTS
 
 BACKENDS = backends_for(ScanSpec(phase="decode"))
 
@@ -63,16 +66,13 @@ def test_decoding_token_by_token_equals_the_full_scan(backend, variant, groups):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_step_matches_reference(backend, dtype):
-    x = _seq(dtype=dtype, L=1)
-    state = torch.randn(2, 6, 4, device=DEVICE)
-    args = (x["u"][..., 0], x["delta"][..., 0], x["A"], x["B"][..., 0], x["C"][..., 0], x["D"], x["z"][..., 0],
-            x["delta_bias"], True)
-    ref_out, ref_state, _ = selective_state_update_ref(state.clone(), *args)
-    out = sf.selective_state_update(state, *args, backend=backend)
-    assert out.dtype == dtype
-    assert rel_error(out, ref_out) < 1e-2 and rel_error(state, ref_state) < 1e-5
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("variant", DECODE_VARIANTS)
+def test_one_step_matches_reference(backend, variant, dtype):
+    """One step from a random state (and half-full window) against the reference: out, state, window."""
+    spec = dataclasses.replace(DECODE_VARIANTS[variant], dtype=dtype)
+    inputs = random_decode_inputs(spec, 2, 6, 4, groups=3 if spec.grouped else 1, device=DEVICE, seed=3)
+    assert_matches_reference(backend, spec, inputs, variant=variant)
 
 
 def test_window_is_required_exactly_for_pooled_steps():

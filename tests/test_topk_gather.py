@@ -11,29 +11,17 @@ from scanforge import backends
 from scanforge.accuracy import check_gather, passes, random_gather_inputs
 from scanforge.ir import GatherSpec
 from scanforge.reference import topk_gather_ref
+from scanforge.testing import assert_matches_reference, gather_examples, gather_specs
 
 BACKENDS = backends_for(GatherSpec())
 
 
-@st.composite
-def gather_cases(draw):
-    spec = GatherSpec(scores_given=draw(st.booleans()), keep_order=draw(st.booleans()),
-                      summary=draw(st.sampled_from(["none", "mean", "mean_dropped"])),
-                      weight=draw(st.sampled_from(["none", "sigmoid"])),
-                      dtype=draw(st.sampled_from(["float32", "float16", "bfloat16"])))
-    T = draw(st.integers(1, 200))
-    k = draw(st.one_of(st.just(1), st.just(T), st.integers(1, T)))
-    return spec, draw(st.integers(1, 3)), T, draw(st.integers(1, 70)), k, draw(st.booleans()), draw(st.integers(0, 999))
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
-@given(case=gather_cases())
-def test_topk_gather_matches_reference(backend, case):
-    spec, batch, T, d, k, ties, seed = case
-    x, scores = random_gather_inputs(spec, batch, T, d, device=DEVICE, seed=seed, ties=ties)
-    errors = check_gather(backends.get(backend), spec, x, k, scores)
-    assert errors["idx"] == 0.0, "selected indices differ from the reference"
-    assert passes(errors, spec.dtype), errors
+@given(data=st.data())
+def test_topk_gather_matches_reference(backend, data):
+    spec = data.draw(gather_specs(), label="spec")
+    example = data.draw(gather_examples(spec), label="example")
+    assert_matches_reference(backend, spec, example.inputs(DEVICE))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

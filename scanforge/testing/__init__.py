@@ -1,0 +1,38 @@
+"""Property testing for users: Hypothesis strategies that draw valid specs and matching inputs, and
+assertions that compare any backend (with any tiling config) against the float64 reference.
+
+One source of truth for what a valid input is: scanforge's own tests draw from these strategies.
+An example is drawn as a small description (spec, sizes, a seed) and its tensors are generated from
+it, so a failure prints something short that rebuilds the exact tensors::
+
+    from hypothesis import given, strategies as st
+    from scanforge import testing
+
+    @given(st.data())
+    def test_my_backend(data):
+        spec = data.draw(testing.scan_specs(families=["causal", "reverse"]))
+        example = data.draw(testing.scan_examples(spec))
+        testing.assert_matches_reference("my_backend", spec, example.inputs(), variant=example.id)
+
+Needs the ``hypothesis`` package (``pip install hypothesis``); the assertions alone do not.
+"""
+
+from .assertions import ReferenceMismatch, assert_matches_reference, reference_errors, tolerance
+from .examples import (
+    EDGE_LENGTHS,
+    SCAN_FAMILIES,
+    DecodeInputs,
+    GatherExample,
+    GatherInputs,
+    ScanExample,
+    random_decode_inputs,
+    spec_source,
+)
+from .strategies import gather_examples, gather_inputs, gather_specs, scan_examples, scan_inputs, scan_specs
+
+__all__ = [
+    "EDGE_LENGTHS", "SCAN_FAMILIES", "DecodeInputs", "GatherExample", "GatherInputs", "ReferenceMismatch",
+    "ScanExample",
+    "assert_matches_reference", "gather_examples", "gather_inputs", "gather_specs", "random_decode_inputs",
+    "reference_errors", "scan_examples", "scan_inputs", "scan_specs", "spec_source", "tolerance",
+]

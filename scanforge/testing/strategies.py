@@ -1,0 +1,133 @@
+"""Hypothesis strategies for valid specs and matching inputs (one definition of a valid input)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..ir import DTYPES, GatherSpec, Phase, ScanSpec
+from .examples import EDGE_LENGTHS, SCAN_FAMILIES, GatherExample, ScanExample
+
+
+def _st():
+    try:
+        from hypothesis import strategies
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("scanforge.testing strategies need the hypothesis package: pip install hypothesis") from None
+    return strategies
+
+
+def _check_names(name: str, given: Sequence[str], known: Sequence[str]) -> None:
+    unknown = [g for g in given if g not in known]
+    if unknown or not given:
+        raise ValueError(f"{name}: expected a non-empty list drawn from {list(known)}, got {list(given)!r}")
+
+
+def scan_specs(families: Sequence[str] | None = None, *, dtypes: Sequence[str] = DTYPES, states: bool = True,
+               grouped: bool = True, optional_terms: bool = True, strides: Sequence[int] = (2, 3, 4, 7),
+               phase: str = "fwd", backend: str | None = None, device: str | torch.device = "cpu"):
+    """Valid :class:`ScanSpec` s of the named ``families`` (:data:`SCAN_FAMILIES`; default all).
+
+    ``states``/``grouped``/``optional_terms`` allow initial/last states, grouped B/C and D, z,
+    delta_bias, softplus; ``strides`` are the strides of the "strided" family. With ``backend``,
+    only families it implements on ``device`` are drawn. ``phase="decode"`` draws decode steps
+    (causal, no states).
+    """
+    st = _st()
+    families = list(SCAN_FAMILIES if families is None else families)
+    _check_names("families", families, list(SCAN_FAMILIES))
+    _check_names("dtypes", list(dtypes), DTYPES)
+    if phase == "decode":
+        families = [f for f in families if SCAN_FAMILIES[f].get("direction") is None]
+    if backend is not None:
+        from .. import backends
+
+        b, dev = backends.get(backend), torch.device(device)
+        families = [f for f in families
+                    if b.unsupported_reason(ScanSpec(**SCAN_FAMILIES[f], phase=phase), dev) is None]
+        if not families:
+            raise ValueError(f"backend {backend!r} implements none of the requested scan families on {dev}")
+
+    @st.composite
+    def draw(draw):
+        base = dict(SCAN_FAMILIES[draw(st.sampled_from(families))])
+        if "stride" in base:
+            base["stride"] = draw(st.sampled_from(list(strides)))
+        two_states = base.get("direction") == "bidirectional" or phase == "decode"
+        flag = (lambda: draw(st.booleans())) if optional_terms else (lambda: False)
+        return ScanSpec(**base, has_D=flag(), has_z=flag(), has_delta_bias=flag(), softplus=flag(),
+                        grouped=grouped and draw(st.booleans()), dtype=draw(st.sampled_from(list(dtypes))),
+                        has_initial_state=states and not two_states and draw(st.booleans()),
+                        return_last_state=states and not two_states and draw(st.booleans()), phase=phase)
+
+    return draw()
+
+
+def scan_examples(spec: ScanSpec, *, max_batch: int = 2, max_dim: int = 4, max_L: int = 300,
+                  Ns: Sequence[int] = (1, 4, 16), max_groups: int = 3, edge_cases: bool = True,
+                  layouts: bool = True, extreme_dt: bool = True):
+    """:class:`ScanExample` s matching ``spec``. ``max_dim`` is per group (dim = groups x 1..max_dim);
+    ``edge_cases`` favours L = 1 and lengths either side of chunk sizes (every L up to ``max_L``
+    stays possible); ``layouts`` draws non-contiguous strides; ``extreme_dt`` sometimes spreads
+    dt over :data:`scanforge.accuracy.EXTREME_DT`."""
+    st = _st()
+    if max_batch < 1 or max_dim < 1 or max_L < 1 or not Ns:
+        raise ValueError(f"scan_examples: sizes must be >= 1, got max_batch={max_batch}, max_dim={max_dim}, "
+                         f"max_L={max_L}, Ns={Ns!r}")
+    lengths = st.integers(1, max_L)
+    edges = [n for n in EDGE_LENGTHS if n <= max_L]
+    if edge_cases and edges:
+        lengths = st.one_of(lengths, st.sampled_from(edges))
+    groups = st.sampled_from(list(range(1, max_groups + 1))) if spec.grouped else st.just(1)
+
+    @st.composite
+    def draw(draw):
+        g = draw(groups)
+        L = 1 if spec.phase is Phase.DECODE else draw(lengths)
+        return ScanExample(spec, draw(st.integers(1, max_batch)), g * draw(st.integers(1, max_dim)), L,
+                           draw(st.sampled_from(list(Ns))), g, draw(st.integers(0, 2**16)),
+                           layouts and draw(st.booleans()), extreme_dt and draw(st.integers(0, 7)) == 0)
+
+    return draw()
+
+
+def scan_inputs(spec: ScanSpec, *, device: str | torch.device = "cpu", **sizes):
+    """:class:`ScanInputs` matching ``spec`` on ``device`` (sizes and knobs: :func:`scan_examples`)."""
+    return scan_examples(spec, **sizes).map(lambda example: example.inputs(device))
+
+
+def gather_specs(*, dtypes: Sequence[str] = DTYPES, scores: bool | None = None, phase: str = "fwd"):
+    """Valid :class:`GatherSpec` s; ``scores`` True/False fixes learned vs L2-norm scores."""
+    st = _st()
+    _check_names("dtypes", list(dtypes), DTYPES)
+    scored = st.booleans() if scores is None else st.just(bool(scores))
+    return st.builds(GatherSpec, scores_given=scored, keep_order=st.booleans(),
+                     summary=st.sampled_from(["none", "mean", "mean_dropped"]),
+                     weight=st.sampled_from(["none", "sigmoid"]), dtype=st.sampled_from(list(dtypes)),
+                     phase=st.just(phase))
+
+
+def gather_examples(spec: GatherSpec, *, max_batch: int = 3, max_T: int = 200, max_d: int = 70,
+                    ties: bool | None = None, edge_cases: bool = True):
+    """:class:`GatherExample` s for ``spec``: ``edge_cases`` favours k = 1 and k = T;
+    ``ties`` True/False forces or forbids repeated tokens (default: both)."""
+    st = _st()
+    if max_batch < 1 or max_T < 1 or max_d < 1:
+        raise ValueError(f"gather_examples: sizes must be >= 1, got max_batch={max_batch}, max_T={max_T}, "
+                         f"max_d={max_d}")
+    tied = st.booleans() if ties is None else st.just(bool(ties))
+
+    @st.composite
+    def draw(draw):
+        T = draw(st.integers(1, max_T))
+        k = draw(st.one_of(st.just(1), st.just(T), st.integers(1, T)) if edge_cases else st.integers(1, T))
+        return GatherExample(spec, draw(st.integers(1, max_batch)), T, draw(st.integers(1, max_d)), k, draw(tied),
+                             draw(st.integers(0, 999)))
+
+    return draw()
+
+
+def gather_inputs(spec: GatherSpec, *, device: str | torch.device = "cpu", **sizes):
+    """:class:`GatherInputs` for ``spec`` on ``device`` (sizes and knobs: :func:`gather_examples`)."""
+    return gather_examples(spec, **sizes).map(lambda example: example.inputs(device))

@@ -23,3 +23,18 @@ def shape_id(batch, dim, L, N, dtype) -> str:
 def backends_for(spec) -> list[str]:
     """The installed backends that implement ``spec`` on this device."""
     return [name for name in kernel_backends() if supported(name, spec)]
+
+
+def simulated(backend: str) -> bool:
+    """Whether ``backend`` runs simulated here (Numba-CUDA's simulator runs every thread in Python)."""
+    return backend == "numba_cuda" and not torch.cuda.is_available()
+
+
+def scan_sizes(backend: str) -> dict:
+    """Caps for Hypothesis-drawn scan shapes: small enough for a simulated backend."""
+    return dict(max_L=64, max_dim=2, Ns=(1, 4)) if simulated(backend) else {}
+
+
+def gather_sizes(backend: str) -> dict:
+    """Caps for Hypothesis-drawn gather shapes."""
+    return dict(max_batch=2, max_T=48, max_d=16) if simulated(backend) else {}

@@ -8,7 +8,7 @@ dtypes, optional terms, strided layouts and extreme dt. Outputs are NaN-poisoned
 
 import pytest
 import torch
-from helpers import DEVICE, kernel_backends, shape_id, supported
+from helpers import DEVICE, kernel_backends, scan_sizes, shape_id, supported
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -28,7 +28,7 @@ def test_scan_matches_reference(backend, family, data):
     if not supported(backend, ScanSpec(**SCAN_FAMILIES[family])):
         pytest.skip(f"{backend} does not implement {family} scans")
     spec = data.draw(scan_specs([family], strides=(3,)), label="spec")
-    example = data.draw(scan_examples(spec), label="example")
+    example = data.draw(scan_examples(spec, **scan_sizes(backend)), label="example")
     assert_matches_reference(backend, spec, example.inputs(DEVICE), seed=example.seed + 1, variant=family)
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers import DEVICE, backends_for
+from helpers import DEVICE, backends_for, gather_sizes
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,7 +20,7 @@ BACKENDS = backends_for(GatherSpec())
 @given(data=st.data())
 def test_topk_gather_matches_reference(backend, data):
     spec = data.draw(gather_specs(), label="spec")
-    example = data.draw(gather_examples(spec), label="example")
+    example = data.draw(gather_examples(spec, **gather_sizes(backend)), label="example")
     assert_matches_reference(backend, spec, example.inputs(DEVICE))
 
 

@@ -219,7 +219,9 @@ def _accept(outcome: Outcome, study: optuna.Study, runner, rounds: int, write_ca
     else:  # the default itself is wrong or broken here: any correct config beats it
         outcome.seconds, wins = best.value, True
     if not wins:
-        outcome.note = f"best config {best_config} did not beat the default when re-timed; default kept"
+        outcome.note = (f"best config {best_config} ({outcome.seconds * 1e3:.3f} ms) did not beat the default "
+                        f"when re-timed; default kept")
+        outcome.seconds = outcome.default_seconds  # what runs from now on
         return
     from .conformance import verify_config  # the same suite as `scanforge check`, with this config forced
 

@@ -41,9 +41,11 @@ def _in_place(t: torch.Tensor) -> tuple[np.ndarray, bool]:
 
 
 def _module(spec: ScanSpec | GatherSpec, shape: tuple[int, ...], config: dict | None):
-    """The kernel module of spec; parameters a config leaves out keep their defaults."""
-    chosen = config or config_for("numba_cpu", spec, shape)
-    return codegen.load(spec, "numba_cpu", {**default_config("numba_cpu", spec), **chosen})
+    """The kernel module of spec. The configured (tuned or default) config is complete; a forced
+    config may name only some parameters, the rest keep their defaults."""
+    if not config:
+        return codegen.load(spec, "numba_cpu", config_for("numba_cpu", spec, shape))
+    return codegen.load(spec, "numba_cpu", {**default_config("numba_cpu", spec), **config})
 
 
 def _scan_shape(inputs: ScanInputs) -> tuple[int, ...]:

@@ -7,10 +7,10 @@ from collections.abc import Mapping
 
 import torch
 
-from ..accuracy import bound, failures, reference_outputs, rel_error
+from ..accuracy import bound, failures, gather_case, reference_outputs, rel_error
 from ..backends.base import SCAN_GRAD_NAMES, ScanInputs
 from ..ir import GatherSpec, Phase, ScanSpec
-from ..reference import selective_state_update_ref, topk_gather_ref
+from ..reference import selective_state_update_ref
 from .examples import DecodeInputs, GatherInputs
 
 
@@ -98,14 +98,9 @@ def _scan_errors(backend, spec, x: ScanInputs, grads, seed, configs):
 
 def _gather_errors(backend, spec: GatherSpec, inputs: GatherInputs, grads, seed, configs):
     x, k, scores = inputs
-    leaves = [x.detach().to(torch.float64).requires_grad_()]
-    if scores is not None:
-        leaves.append(scores.detach().to(torch.float64).requires_grad_())
-    with torch.enable_grad():
-        ref, ref_idx = topk_gather_ref(leaves[0], k, leaves[1] if scores is not None else None,
-                                       keep_order=spec.keep_order, summary=spec.summary, weight=spec.weight)
-    gout = torch.randn(ref.shape, generator=torch.Generator().manual_seed(seed)).to(x.device, x.dtype)
     fwd = dataclasses.replace(spec, phase=Phase.FORWARD)
+    case = gather_case(fwd, x, k, scores, grads=grads, seed=seed)
+    ref, ref_idx, gout = case.out, case.idx, case.gout
     if configs is None:
         import scanforge as sf
 
@@ -131,8 +126,7 @@ def _gather_errors(backend, spec: GatherSpec, inputs: GatherInputs, grads, seed,
         row = int((idx.cpu() != ref_idx.cpu()).any(-1).nonzero()[0]) if idx.shape == ref_idx.shape else 0
         problems.append(f"idx: row {row} selects {idx[row].tolist()[:16]}, expected {ref_idx[row].tolist()[:16]}")
     if grads:
-        values = torch.autograd.grad(ref, leaves, gout.to(torch.float64), allow_unused=True)
-        refs = [torch.zeros_like(t) if v is None else v for t, v in zip(leaves, values)]
+        refs = case.grads
         dx = got[0] if got[0] is not None else torch.zeros_like(x)
         pairs["grad_x"] = (dx, refs[0])
         if scores is not None:

@@ -86,7 +86,7 @@ def _cmd_show_kernel(args) -> int:
                         has_delta_bias=args.delta_bias, softplus=args.softplus, grouped=args.grouped,
                         dtype=args.dtype, has_initial_state=args.initial_state, return_last_state=args.last_state,
                         varlen=args.varlen, phase=Phase(args.phase))
-    print(render(spec, args.backend, default_config(args.backend, spec)), end="")
+    print(render(spec, args.backend, default_config(args.backend, spec), {"N": args.N}), end="")
     return 0
 
 
@@ -183,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--gated", action="store_true")
     show.add_argument("--gate-mode", choices=[m.value for m in GateMode], default="hard")
     show.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    show.add_argument("--N", type=int, default=16, help="selective_scan: state size (numba_cuda compiles it in)")
     for flag in ("D", "z", "delta-bias", "softplus", "grouped", "initial-state", "last-state", "varlen"):
         show.add_argument(f"--{flag}", action="store_true", help="selective_scan: include this term")
     show.add_argument("--scores", action="store_true", help="topk_gather: scores are given (else L2 norm)")

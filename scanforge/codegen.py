@@ -2,7 +2,9 @@
 
 The rendered source is written to ``<cache dir>/kernels/<backend>/<family>_<hash>.py`` (named by
 the hash of its own text, written atomically) and imported from there, so a kernel a user runs is
-always a readable file, and rendering the same (spec, config) twice reuses the loaded module.
+always a readable file, and rendering the same (spec, config, constants) twice reuses the loaded
+module. ``constants`` are shape values a backend must compile in (Numba-CUDA sizes its thread-local
+state arrays by N); they are not tuning parameters.
 """
 
 from __future__ import annotations
@@ -44,10 +46,11 @@ def family(spec: ScanSpec | GatherSpec) -> str:
     return f"{'scan' if isinstance(spec, ScanSpec) else 'gather'}_{spec.phase.value}"
 
 
-def render(spec: ScanSpec | GatherSpec, backend: str, config: Mapping[str, object]) -> str:
+def render(spec: ScanSpec | GatherSpec, backend: str, config: Mapping[str, object],
+           constants: Mapping[str, object] | None = None) -> str:
     """The kernel source (Python text) for ``spec`` on ``backend`` with tiling ``config``."""
     template = _environment(backend).get_template(_ENTRY_TEMPLATE[type(spec)])
-    return template.render(spec=spec, config=dict(config))
+    return template.render(spec=spec, config=dict(config), constants=dict(constants or {}))
 
 
 def source_path(spec: ScanSpec | GatherSpec, backend: str, source: str) -> Path:
@@ -63,13 +66,14 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def load(spec: ScanSpec | GatherSpec, backend: str, config: Mapping[str, object]) -> ModuleType:
+def load(spec: ScanSpec | GatherSpec, backend: str, config: Mapping[str, object],
+         constants: Mapping[str, object] | None = None) -> ModuleType:
     """Render, write (once) and import the kernel module of ``spec`` with ``config``."""
-    memo = (backend, spec, tuple(sorted(config.items())))
+    memo = (backend, spec, tuple(sorted(config.items())), tuple(sorted((constants or {}).items())))
     module = _loaded.get(memo)
     if module is not None:
         return module
-    source = render(spec, backend, config)
+    source = render(spec, backend, config, constants)
     path = source_path(spec, backend, source)
     key = str(path)
     with _lock:
@@ -77,10 +81,13 @@ def load(spec: ScanSpec | GatherSpec, backend: str, config: Mapping[str, object]
         if module is not None:
             _loaded[memo] = module
             return module
-        if not path.exists() or path.read_text() != source:
-            _write_atomic(path, source)
         # The same name in every process: Numba's on-disk cache refers to a kernel's module by name.
+        # The file states it, so a file compiled under another name is rewritten, which makes
+        # Numba's cache (keyed by the file's time stamp) compile it afresh instead of failing.
         name = f"scanforge_generated_{backend}_{path.stem}"
+        text = f"# module {name}\n{source}"
+        if not path.exists() or path.read_text() != text:
+            _write_atomic(path, text)
         module_spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[name] = module  # triton resolves globals of jitted functions through the module

@@ -70,7 +70,9 @@ def _launch(kernel, work: int, threads: int, device: torch.device, *args) -> Non
 
 
 def _module(spec: ScanSpec | GatherSpec, shape: tuple[int, ...], config: dict | None):
-    return codegen.load(spec, "numba_cuda", config or config_for("numba_cuda", spec, shape))
+    """The kernel module of spec; a scan's compiles in its state size N (the last entry of its shape)."""
+    constants = {"N": shape[3]} if isinstance(spec, ScanSpec) else None
+    return codegen.load(spec, "numba_cuda", config or config_for("numba_cuda", spec, shape), constants)
 
 
 def _scan_args(inputs: ScanInputs) -> tuple:
@@ -130,7 +132,7 @@ class NumbaCUDABackend(Backend):
         module = _module(spec, (batch, dim, L, N), config)
         y = new_output((batch, dim, L), _F32, u.device)
         h_last = _buffer((batch, dim, N), _F32, u.device, spec.return_last_state)
-        _launch(module.kernels(N).forward, _rows(inputs) * dim, module.THREADS, u.device, *_scan_args(inputs),
+        _launch(module.forward, _rows(inputs) * dim, module.THREADS, u.device, *_scan_args(inputs),
                 np.float32(inputs.gate_threshold), y, h_last)
         return y.to(u.dtype), h_last if spec.return_last_state else u.new_empty((0,), dtype=_F32)
 
@@ -159,7 +161,7 @@ class NumbaCUDABackend(Backend):
             dh = torch.zeros((batch, dim, N), dtype=_F32, device=dev)
         else:
             dh = _f32(dh_last, dev)
-        _launch(module.kernels(N).backward, rows * dim, module.THREADS, dev, *_scan_args(inputs),
+        _launch(module.backward, rows * dim, module.THREADS, dev, *_scan_args(inputs),
                 np.float32(inputs.gate_threshold), _f32(dy, dev), dh, *scratch,
                 out["u"], out["delta"], out["z"], out["A"], out["B"], out["C"], out["D"], out["delta_bias"],
                 out["gate"], out["initial_state"])
@@ -185,7 +187,7 @@ class NumbaCUDABackend(Backend):
             fresh = (acc_B, count)
         acc = buffers[1:] if window is not None else [acc_B, count]
         out = new_output((batch, dim), _F32, dev)
-        _launch(module.kernels(N).decode, batch * dim, module.THREADS, dev, buffers[0], _f32(x, dev), _f32(dt, dev),
+        _launch(module.decode, batch * dim, module.THREADS, dev, buffers[0], _f32(x, dev), _f32(dt, dev),
                 _f32(A, dev), bc(B), bc(C), _f32(D, dev), _f32(z, dev), _f32(dt_bias, dev), _f32(gate, dev),
                 np.float32(gate_threshold), acc[0], acc[1], acc_B, count, *fresh, out)
         for target, buffer in zip(in_place, buffers):

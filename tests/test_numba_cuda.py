@@ -17,7 +17,8 @@ from numba.cuda.dispatcher import CUDACache
 from scanforge.backends.numba_cuda import _module
 from scanforge.ir import GatherSpec, Phase, ScanSpec
 found = {}
-for name, spec, shape in [("forward", ScanSpec(), (2, 8, 32, 4)), ("backward", ScanSpec(phase=Phase.BACKWARD), (2, 8, 32, 4)),
+for name, spec, shape in [("forward", ScanSpec(), (2, 8, 32, 4)),
+                          ("backward", ScanSpec(phase=Phase.BACKWARD), (2, 8, 32, 4)),
                           ("decode", ScanSpec(phase=Phase.DECODE), (2, 8, 1, 4)),
                           ("gather", GatherSpec(), (2, 16, 8, 4))]:
     module = _module(spec, shape, None)

@@ -104,7 +104,7 @@ def run(args) -> int:
     tasks, skipped = build_tasks(backend, args.op, args.variant, args.shapes, args.dtype, args.phase)
     device = backends.get(backend).device_name()
     console.print(f"[bold]scanforge tune[/bold]: {len(tasks)} studies on {backend} ({device}); "
-                  f"sampler {args.sampler}, seed {args.seed}, up to {args.trials} trials each; storage "
+                  f"sampler {args.sampler}, seed {args.seed}, up to {args.trials} measured configs each; storage "
                   f"{args.storage or 'SQLite in the cache dir'} (inspect with optuna-dashboard)")
     for line in skipped:
         console.print(f"[dim]skipped {line}[/dim]")

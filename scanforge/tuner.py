@@ -4,7 +4,9 @@ A study is named by the device fingerprint, backend, spec key and shape bucket, 
 Optuna storage (SQLite in the cache dir by default), so an interrupted ``scanforge tune`` resumes
 where it stopped and several processes or machines given one ``--storage`` URL share a study.
 Trials that break a constraint are pruned; configs already measured are not re-run; a config that
-fails to compile, is wrong or hangs is a failed trial with its reason. The best config is then
+fails to compile, is wrong or hangs is a failed trial with its reason. The trial budget counts
+measured configs only: in a space where most points break a constraint, pruned and repeated
+suggestions would otherwise use it up before a handful of configs ran. The best config is then
 timed alternately with the default (a noise guard) and written to the cache only if it wins.
 """
 
@@ -30,6 +32,8 @@ from .trials import Task, TrialResult
 SAMPLERS = ("tpe", "random", "grid")
 #: A tuned config must beat the default by this fraction in the interleaved re-timing.
 MIN_GAIN = 0.02
+#: At most this many suggestions per config to measure (infeasible and repeated ones are not measured).
+SUGGESTIONS_PER_TRIAL = 10
 
 
 class TrialFailed(Exception):
@@ -46,10 +50,11 @@ class Outcome:
     default: dict
     seconds: float | None  # its median time, re-timed against the default
     default_seconds: float | None
-    trials: int = 0
+    trials: int = 0  # configs measured (complete + failed)
     complete: int = 0
     failed: int = 0
-    pruned: int = 0
+    pruned: int = 0  # suggestions that broke a constraint
+    repeated: int = 0  # suggestions of a config already measured (its result reused)
     failures: dict[str, int] = field(default_factory=dict)  # reason -> count
     accepted: bool = False  # whether a tuned config beat the default and was stored
     note: str = ""
@@ -105,6 +110,12 @@ def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=done)
 
 
+def _measured(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The finished trials that ran a config: not pruned, not a repeat of an earlier one."""
+    return [t for t in _finished(study)
+            if t.state != optuna.trial.TrialState.PRUNED and "duplicate_of" not in t.user_attrs]
+
+
 def _key(config: dict) -> tuple:
     return tuple(sorted(config.items()))
 
@@ -149,13 +160,14 @@ _WHERE = re.compile(r" \([\w.]+:\d+\)$")  # the "(file.py:12)" of a reason: one 
 
 
 def _summarize(outcome: Outcome, study: optuna.Study) -> None:
-    trials = _finished(study)
-    outcome.trials = len(trials)
-    for t in trials:
-        if t.state == optuna.trial.TrialState.COMPLETE:
-            outcome.complete += 1
-        elif t.state == optuna.trial.TrialState.PRUNED:
+    outcome.trials = len(_measured(study))
+    for t in _finished(study):
+        if t.state == optuna.trial.TrialState.PRUNED:
             outcome.pruned += 1
+        elif "duplicate_of" in t.user_attrs:
+            outcome.repeated += 1
+        elif t.state == optuna.trial.TrialState.COMPLETE:
+            outcome.complete += 1
         else:
             outcome.failed += 1
             reason = _WHERE.sub("", t.user_attrs.get("reason") or "failed")[:100]
@@ -165,7 +177,7 @@ def _summarize(outcome: Outcome, study: optuna.Study) -> None:
 def tune(task: Task, runner, *, trials: int = 20, budget_seconds: float | None = None, sampler: str = "tpe",
          seed: int = 0, storage: str | optuna.storages.BaseStorage | None = None, space_file=None,
          on_trial: Callable | None = None, write_cache: bool = True, retime_rounds: int = 5) -> Outcome:
-    """Tune ``task`` until its study holds ``trials`` finished trials (counting earlier runs), the
+    """Tune ``task`` until its study has measured ``trials`` configs (counting earlier runs), the
     space is exhausted, or ``budget_seconds`` pass; then accept the winner if it beats the default."""
     space = space_for(task.backend, task.family, space_file)
     default = dict(space.default) if space_file else default_config(task.backend, task.spec)
@@ -181,17 +193,19 @@ def tune(task: Task, runner, *, trials: int = 20, budget_seconds: float | None =
     objective = _Objective(task, space, runner, on_trial)
     if not study.trials and sampler != "grid":
         study.enqueue_trial(default)  # the baseline, measured like any other config, first
-    remaining = trials - len(_finished(study))
+    remaining = trials - len(_measured(study))
     deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
 
     def stop_when_done(study: optuna.Study, _trial) -> None:
-        if len(_finished(study)) >= trials or objective.exhausted(study) or (
+        if len(_measured(study)) >= trials or objective.exhausted(study) or (
                 deadline is not None and time.monotonic() > deadline):
             study.stop()
 
     if remaining > 0 and not objective.exhausted(study):
-        study.optimize(objective, n_trials=remaining, catch=(TrialFailed,), callbacks=[stop_when_done],
-                       n_jobs=getattr(runner, "size", 1), gc_after_trial=False, show_progress_bar=False)
+        # Pruned and repeated suggestions cost no measurement: allow many, bounded all the same.
+        study.optimize(objective, n_trials=SUGGESTIONS_PER_TRIAL * remaining + space.size, catch=(TrialFailed,),
+                       callbacks=[stop_when_done], n_jobs=getattr(runner, "size", 1), gc_after_trial=False,
+                       show_progress_bar=False)
     _summarize(outcome, study)
     _accept(outcome, study, runner, retime_rounds, write_cache)
     return outcome

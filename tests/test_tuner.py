@@ -45,8 +45,8 @@ def _storage(tmp_path, name="s.db"):
 
 def test_wrong_raising_and_infeasible_configs_are_trials_not_crashes(tmp_path):
     out = tune(TASK, TrialRunner(timer=_timer_by_work), trials=40, sampler="grid", storage=_storage(tmp_path))
-    assert out.trials == 12  # the grid: 3 modes x 4 works, then the study stops
-    assert (out.complete, out.failed, out.pruned) == (3, 8, 1)
+    assert out.trials == 11  # the grid: 3 modes x 4 works, one of them infeasible, then the study stops
+    assert (out.complete, out.failed, out.pruned, out.repeated) == (3, 8, 1, 0)
     assert set(out.failures) == {"wrong result: y rel err 1.00e-02 > 1e-05",
                                  "RuntimeError: toy kernel failed to compile: out of shared memory"}
     assert out.accepted and out.config == {"MODE": "right", "WORK": 1}
@@ -132,7 +132,8 @@ def test_four_processes_tune_one_study_together(tmp_path):
     assert all(p.returncode == 0 for p in procs), outputs
     study, done = _finished(tmp_path, Task("toy", ScanSpec(), (1, 8, 32, 4)))
     assert len(done) == len(study.trials)  # nothing left running, nothing half-written
-    assert 12 <= len(done) <= 12 + 3
+    measured = [t for t in done if t.state != optuna.trial.TrialState.PRUNED and "duplicate_of" not in t.user_attrs]
+    assert 11 <= len(measured) <= 12 + 3  # the 11 feasible configs (the space is exhausted), a few run twice at once
     assert sorted(t.number for t in study.trials) == list(range(len(study.trials)))
 
 
@@ -153,4 +154,4 @@ def test_the_next_op_call_runs_the_tuned_config(tmp_path):
     A, B, C, D = -torch.rand(16, 4, generator=g), torch.randn(1, 4, 40, generator=g), \
         torch.randn(1, 4, 40, generator=g), torch.randn(16, generator=g)
     sf.selective_scan(u, delta, A, B, C, D, backend="numba_cpu")
-    assert ("numba_cpu", spec, tuple(sorted(tuned.items()))) in codegen._loaded
+    assert ("numba_cpu", spec, tuple(sorted(tuned.items())), ()) in codegen._loaded

@@ -1,8 +1,8 @@
 """Numba CPU backend: kernels rendered from ``templates/numba_cpu``, compiled once and cached on disk.
 
 Inputs are viewed as contiguous float32 NumPy arrays (bfloat16/float16 are converted: NumPy has no
-bfloat16). The forward runs parallel over (sequence, block of channels), by default vectorised over
-the block's channels in float32 (``LAYOUT="channels"``); the backward and the decode step compute in
+bfloat16). Forward and backward run parallel over (sequence, block of channels), by default
+vectorised over the block's channels in float32 (``LAYOUT="channels"``); the decode step computes in
 float64 scalars.
 """
 
@@ -85,7 +85,7 @@ class NumbaCPUBackend(Backend):
         N = inputs.A.shape[1]
         G = inputs.B.shape[1] if inputs.B.dim() == 4 else 1
         rows = batch if inputs.cu_seqlens is None else inputs.cu_seqlens.numel() - 1
-        blocks = -(-dim // module.BLOCK_D)
+        blocks = G * -(-(dim // G) // module.BLOCK_D)  # partials: per block of channels of one group
         f32 = dict(dtype=np.float32)
         seq = (batch, dim, L)
         out = dict(du=np.empty(seq, **f32), ddelta=np.empty(seq, **f32),

@@ -130,11 +130,20 @@ def first_call_seconds() -> dict:
 
 
 def bound_estimate(batch: int, dim: int, L: int, N: int, block_d: int, seconds: float, bandwidth: dict,
-                   exps: dict) -> dict:
-    """The causal forward's time against max(bytes / bandwidth, exponentials / exp rate)."""
+                   exps: dict, backward: bool = False) -> dict:
+    """The causal scan's time against max(bytes / bandwidth, exponentials / exp rate). Forward: u,
+    delta, z read and y written once, B and C read once per block of channels, one exp per (step,
+    channel, state) and one for silu(z). Forward + backward adds the backward's own three passes
+    over the states (checkpointing forward, chunk replay, adjoint: three exps per (step, channel,
+    state), two more per (step, channel) for the sigmoids of z), u, delta, z, dy read twice, du,
+    ddelta, dz written, and B, C read and dB, dC written once per block of channels."""
     seq = batch * dim * L
-    bytes_moved = 4 * (4 * seq + 2 * batch * N * L * -(-dim // block_d) + 2 * dim * N)
+    blocks = -(-dim // block_d)
+    bytes_moved = 4 * (4 * seq + 2 * batch * N * L * blocks + 2 * dim * N)
     n_exp = seq * N + seq
+    if backward:
+        bytes_moved += 4 * (11 * seq + 4 * batch * N * L * blocks + 2 * dim * N)
+        n_exp += 3 * seq * N + 2 * seq
     bw = max(bandwidth.values()) * 1e9
     memory_s, exp_s = bytes_moved / bw, n_exp / exps["exp_per_s_all_threads"]
     return {"bytes_moved": bytes_moved, "exponentials": n_exp, "other_flops": 5 * seq * N,
@@ -200,9 +209,13 @@ def main() -> None:
     threads = numba.get_num_threads()
     bandwidth, exps = memory_bandwidth(), exp_rate(threads)
     config = dict(config_for("numba_cpu", ScanSpec(has_D=True, has_z=True), tuple(args.shape)))
+    bwd_config = dict(config_for("numba_cpu", ScanSpec(has_D=True, has_z=True, phase="bwd"), tuple(args.shape)))
     bounds = {"memory_bandwidth": bandwidth, "exp_rate": exps, "numba_forward_config": config,
               "causal_forward": bound_estimate(batch, dim, L, N, config.get("BLOCK_D", 1), rows[2]["fwd_s"],
-                                               bandwidth, exps)}
+                                               bandwidth, exps),
+              "numba_backward_config": bwd_config,
+              "causal_forward_backward": bound_estimate(batch, dim, L, N, bwd_config.get("BLOCK_D", 1),
+                                                        rows[2]["fwd_bwd_s"], bandwidth, exps, backward=True)}
     notes = (f"shape (B, D, L, N) = {tuple(args.shape)} fp32, D and z; {threads} threads; first numba call in this "
              f"process (compile or disk-cache load) {first_call_s:.1f} s; accuracy vs the loop: {check}")
     print(json.dumps({"bounds": bounds, "first_call": compile_times}, indent=1))

@@ -124,3 +124,28 @@ def write_snippets(results: list[Result], directory: str | Path) -> list[Path]:
             path.write_text(r.snippet)
             written.append(path)
     return written
+
+
+def first_call_seconds(backend: str) -> tuple[float, float] | None:
+    """Seconds of this process's first causal-scan forward and backward on ``backend`` (compiling its
+    kernels, or loading them from a backend's disk cache); None where the backend cannot run one."""
+    import time
+
+    import torch
+
+    import scanforge as sf
+
+    device = torch.device("cuda" if backends.get(backend).runs_on_gpu() else "cpu")
+    if backends.get(backend).unsupported_reason(ScanSpec(has_D=True, has_z=True), device):
+        return None
+    g = torch.Generator().manual_seed(0)
+    x = dict(u=torch.randn(1, 16, 64, generator=g), delta=torch.rand(1, 16, 64, generator=g),
+             A=-torch.rand(16, 4, generator=g), B=torch.randn(1, 4, 64, generator=g),
+             C=torch.randn(1, 4, 64, generator=g), D=torch.randn(16, generator=g),
+             z=torch.randn(1, 16, 64, generator=g))
+    x = {k: v.to(device).requires_grad_() for k, v in x.items()}
+    start = time.perf_counter()
+    y = sf.selective_scan(**x, backend=backend)
+    forward = time.perf_counter() - start
+    y.sum().backward()
+    return forward, time.perf_counter() - start - forward

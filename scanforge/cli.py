@@ -40,6 +40,11 @@ def _cmd_check(args) -> int:
     suite = not (args.config and configs is None)  # a cache file: verify its entries only
     cases = conformance.plan(names, quick=args.quick, deep=args.deep, examples=args.examples,
                              seed=args.seed) if suite else []
+    for name in names:  # the kernels' compile (or disk-cache load) time, outside the table's rows
+        seconds = check.first_call_seconds(name)
+        if seconds:
+            console.print(f"first call on {name}: forward {seconds[0]:.1f} s, backward {seconds[1]:.1f} s "
+                          f"(compiling the kernels, or loading them from the disk cache)")
     results = []
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("scanforge check", total=len(cases) + len(entries))

@@ -19,7 +19,7 @@ def test_check_quick_runs_references_and_laws_and_passes(capsys):
     assert main(["check", "--quick", "--backend", "reference", "--backend", "numba_cuda"]) == 0
     out = capsys.readouterr().out
     for row in ("causal+D+z+bias+softplus", "decode gated soft", "periodic gate", "varlen bidirectional",
-                "top-k identity", "numba_cuda", "pass"):
+                "top-k identity", "numba_cuda", "pass", "first call on numba_cuda: forward"):
         assert row in out
     assert "0 failed" in out
 

@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     _workload_flags(tune)
     tune.add_argument("--trials", type=int, default=16, help="configs to measure per study, earlier runs included")
     tune.add_argument("--budget-seconds", type=float, help="stop each study after this long")
-    tune.add_argument("--sampler", choices=["tpe", "random", "grid"], default="tpe")
+    tune.add_argument("--sampler", choices=["local", "tpe", "random", "grid"], default="local",
+                      help="local: adjacent choices around the best config so far (the default first)")
     tune.add_argument("--seed", type=int, default=0)
     tune.add_argument("--storage", help="Optuna storage URL (default: SQLite file in the cache dir)")
     tune.add_argument("--workers", type=int, default=1, help="parallel trial processes")

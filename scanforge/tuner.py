@@ -25,11 +25,12 @@ import sqlalchemy
 from . import cache
 from .configs import default_config
 from .fingerprint import fingerprint, fingerprint_id
+from .local_search import NeighborhoodSampler
 from .paths import cache_dir
 from .spaces import SearchSpace, space_for
 from .trials import Task, TrialResult
 
-SAMPLERS = ("tpe", "random", "grid")
+SAMPLERS = ("local", "tpe", "random", "grid")
 #: A tuned config must beat the default by this fraction in the interleaved re-timing.
 MIN_GAIN = 0.02
 #: At most this many suggestions per config to measure (infeasible and repeated ones are not measured).
@@ -94,7 +95,9 @@ def study_name(task: Task) -> str:
     return f"{fingerprint_id(fingerprint(task.backend))}|{task.spec.key()}|{shape}"
 
 
-def make_sampler(name: str, space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, space: SearchSpace, seed: int, shape: tuple[int, ...]) -> optuna.samplers.BaseSampler:
+    if name == "local":
+        return NeighborhoodSampler(space, shape, seed)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, max(space.size // 4, 1)))
     if name == "random":
@@ -174,17 +177,19 @@ def _summarize(outcome: Outcome, study: optuna.Study) -> None:
             outcome.failures[reason] = outcome.failures.get(reason, 0) + 1
 
 
-def tune(task: Task, runner, *, trials: int = 20, budget_seconds: float | None = None, sampler: str = "tpe",
+def tune(task: Task, runner, *, trials: int = 20, budget_seconds: float | None = None, sampler: str = "local",
          seed: int = 0, storage: str | optuna.storages.BaseStorage | None = None, space_file=None,
-         on_trial: Callable | None = None, write_cache: bool = True, retime_rounds: int = 5) -> Outcome:
+         on_trial: Callable | None = None, write_cache: bool = True, retime_rounds: int = 5,
+         accept: bool = True) -> Outcome:
     """Tune ``task`` until its study has measured ``trials`` configs (counting earlier runs), the
-    space is exhausted, or ``budget_seconds`` pass; then accept the winner if it beats the default."""
+    space is exhausted, or ``budget_seconds`` pass; then accept the winner if it beats the default
+    (``accept=False``: search only; nothing is re-timed, verified or cached)."""
     space = space_for(task.backend, task.family, space_file)
     default = dict(space.default) if space_file else default_config(task.backend, task.spec)
     name = study_name(task)
     store = storage if isinstance(storage, optuna.storages.BaseStorage) else open_storage(storage)
     study = optuna.create_study(study_name=name, storage=store, direction="minimize", load_if_exists=True,
-                                sampler=make_sampler(sampler, space, seed))
+                                sampler=make_sampler(sampler, space, seed, task.shape))
     study.set_user_attr("task", task.describe())
     outcome = Outcome(task, name, default, default, None, None)
     if not space.params:
@@ -207,7 +212,8 @@ def tune(task: Task, runner, *, trials: int = 20, budget_seconds: float | None =
                        callbacks=[stop_when_done], n_jobs=getattr(runner, "size", 1), gc_after_trial=False,
                        show_progress_bar=False)
     _summarize(outcome, study)
-    _accept(outcome, study, runner, retime_rounds, write_cache)
+    if accept:
+        _accept(outcome, study, runner, retime_rounds, write_cache)
     return outcome
 
 

@@ -155,3 +155,16 @@ def test_the_next_op_call_runs_the_tuned_config(tmp_path):
         torch.randn(1, 4, 40, generator=g), torch.randn(16, generator=g)
     sf.selective_scan(u, delta, A, B, C, D, backend="numba_cpu")
     assert ("numba_cpu", spec, tuple(sorted(tuned.items())), ()) in codegen._loaded
+
+
+def test_the_local_sampler_walks_from_the_default_to_the_best_neighbour(tmp_path):
+    """Default (right, 3) -> its neighbours (wrong, 3), (right, 2) -> those of (right, 2): the optimum
+    (right, 1) within 5 configs, each suggestion a measurement ((right, 4) breaks the constraint and is never
+    suggested)."""
+    out = tune(TASK, TrialRunner(timer=_timer_by_work), trials=5, sampler="local", storage=_storage(tmp_path),
+               write_cache=False)
+    study = optuna.load_study(study_name=out.study_name, storage=_storage(tmp_path))
+    tried = [t.params for t in study.trials]
+    assert tried[0] == {"MODE": "right", "WORK": 3}
+    assert (out.pruned, out.repeated) == (0, 0) and len({tuple(sorted(p.items())) for p in tried}) == len(tried)
+    assert {"MODE": "right", "WORK": 1} in tried and out.config == {"MODE": "right", "WORK": 1}

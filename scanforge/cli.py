@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tune = sub.add_parser("tune", help="autotune the kernels of this machine (Optuna), cache the winners")
     _workload_flags(tune)
-    tune.add_argument("--trials", type=int, default=16, help="configs to measure per study, earlier runs included")
+    tune.add_argument("--trials", type=int, default=10, help="configs to measure per study, earlier runs included")
     tune.add_argument("--budget-seconds", type=float, help="stop each study after this long")
     tune.add_argument("--sampler", choices=["local", "tpe", "random", "grid"], default="local",
                       help="local: adjacent choices around the best config so far (the default first)")

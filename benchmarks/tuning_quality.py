@@ -32,7 +32,7 @@ import optuna  # noqa: E402
 
 from scanforge.configs import default_config  # noqa: E402
 from scanforge.fingerprint import cpu_name  # noqa: E402
-from scanforge.spaces import space_for  # noqa: E402
+from scanforge.spaces import config_key, space_for  # noqa: E402
 from scanforge.trials import Task, TrialResult, TrialRunner  # noqa: E402
 from scanforge.tuner import tune  # noqa: E402
 from scanforge.variants import MAMBA, variant_spec  # noqa: E402
@@ -42,10 +42,6 @@ FAMILIES = [("fwd", MAMBA), ("bwd", MAMBA)]
 SEEDS = range(10)
 
 
-def _key(config: dict) -> tuple:
-    return tuple(sorted(config.items()))
-
-
 class ReplayRunner:
     """Answers trials from a table of measured times (the grid), so samplers can be compared cheaply."""
 
@@ -53,7 +49,7 @@ class ReplayRunner:
         self.table = table
 
     def run(self, task, config) -> TrialResult:
-        seconds = self.table.get(_key(config))
+        seconds = self.table.get(config_key(config))
         return TrialResult(True, seconds) if seconds is not None else TrialResult(False, None, "failed in the grid")
 
 
@@ -62,7 +58,7 @@ def measure_grid(task: Task, runner: TrialRunner) -> dict[tuple, float | None]:
     table = {}
     for config in space.grid(task.shape):
         result = runner.run(task, config)
-        table[_key(config)] = result.seconds if result.ok else None
+        table[config_key(config)] = result.seconds if result.ok else None
         print(f"  {config}: {'%.3f ms' % (result.seconds * 1e3) if result.ok else result.reason}", flush=True)
     return table
 
@@ -73,7 +69,7 @@ def replay(task: Task, table: dict, sampler: str, trials: int, seed: int) -> flo
     out = tune(task, ReplayRunner(table), trials=trials, sampler=sampler, seed=seed, storage=storage, accept=False)
     study = optuna.load_study(study_name=out.study_name, storage=storage)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    return min(table[_key(t.user_attrs["config"])] for t in done)
+    return min(table[config_key(t.user_attrs["config"])] for t in done)
 
 
 def main() -> None:
@@ -93,13 +89,13 @@ def main() -> None:
             task = Task("numba_cpu", variant_spec("selective_scan", variant, phase, "float32"), shape, variant)
             print(task.describe(), flush=True)
             if args.replay:
-                table = {_key(g["config"]): None if g["ms"] is None else g["ms"] / 1e3
+                table = {config_key(g["config"]): None if g["ms"] is None else g["ms"] / 1e3
                          for g in stored[(task.family, shape)]}
             else:
                 table = measure_grid(task, runner)
             ok = {k: v for k, v in table.items() if v is not None}
             best = min(ok.values())
-            default = table.get(_key(default_config("numba_cpu", task.spec)))
+            default = table.get(config_key(default_config("numba_cpu", task.spec)))
             budget = max(1, math.floor(0.25 * len(table)))
             local = [replay(task, table, "local", budget, s) / best for s in seeds]
             tpe = [replay(task, table, "tpe", budget, s) / best for s in seeds]

@@ -18,11 +18,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
-from .spaces import SearchSpace
-
-
-def _key(config: dict) -> tuple:
-    return tuple(sorted(config.items()))
+from .spaces import SearchSpace, config_key
 
 
 class NeighborhoodSampler(optuna.samplers.BaseSampler):
@@ -42,10 +38,11 @@ class NeighborhoodSampler(optuna.samplers.BaseSampler):
         if not search_space:
             return {}
         trials = study.get_trials(deepcopy=False)
-        tried = {_key(t.params) for t in trials if t.number != trial.number and len(t.params) == len(search_space)}
+        tried = {config_key(t.params) for t in trials
+                 if t.number != trial.number and len(t.params) == len(search_space)}
         complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
         for config in self._candidates([t.params for t in complete]):
-            if _key(config) not in tried and self.space.violated(config, self.shape) is None:
+            if config_key(config) not in tried and self.space.violated(config, self.shape) is None:
                 return config
         return {}  # the space is exhausted: independent sampling repeats a config, which the tuner reuses
 

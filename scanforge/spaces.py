@@ -29,6 +29,11 @@ _FUNCTIONS = {"min": min, "max": max, "abs": abs, "log2": math.log2}
 _SCALAR = (bool, int, float, str)
 
 
+def config_key(config: Mapping[str, object]) -> tuple:
+    """A hashable, order-independent identity of a config (to tell configs already tried)."""
+    return tuple(sorted(config.items()))
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """The tunable parameters of one kernel family on one backend."""

@@ -27,7 +27,7 @@ from .configs import default_config
 from .fingerprint import fingerprint, fingerprint_id
 from .local_search import NeighborhoodSampler
 from .paths import cache_dir
-from .spaces import SearchSpace, space_for
+from .spaces import SearchSpace, config_key, space_for
 from .trials import Task, TrialResult
 
 SAMPLERS = ("local", "tpe", "random", "grid")
@@ -119,16 +119,12 @@ def _measured(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
             if t.state != optuna.trial.TrialState.PRUNED and "duplicate_of" not in t.user_attrs]
 
 
-def _key(config: dict) -> tuple:
-    return tuple(sorted(config.items()))
-
-
 class _Objective:
     """Suggest a config, skip what is infeasible or already measured, run the rest."""
 
     def __init__(self, task: Task, space: SearchSpace, runner, on_trial: Callable | None):
         self.task, self.space, self.runner, self.on_trial = task, space, runner, on_trial
-        self.feasible = {_key(c) for c in space.grid(task.shape)}
+        self.feasible = {config_key(c) for c in space.grid(task.shape)}
 
     def __call__(self, trial: optuna.Trial) -> float:
         config = {name: trial.suggest_categorical(name, list(choices)) for name, choices in self.space.params.items()}
@@ -155,7 +151,7 @@ class _Objective:
         return result.seconds
 
     def exhausted(self, study: optuna.Study) -> bool:
-        tried = {_key(t.user_attrs.get("config", {})) for t in _finished(study)}
+        tried = {config_key(t.user_attrs.get("config", {})) for t in _finished(study)}
         return self.feasible <= tried
 
 

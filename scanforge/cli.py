@@ -1,4 +1,4 @@
-"""The ``scanforge`` command line: tune | cache | check | bench | experiment | show-kernel."""
+"""The ``scanforge`` command line: tune | cache | check | bench | experiment | compile | show-kernel."""
 
 from __future__ import annotations
 
@@ -179,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--repro-dir", default="scanforge-check-failures",
                        help="where failing cases are written as runnable scripts")
     check.set_defaults(func=_cmd_check)
+
+    from .compile_command import add_arguments as compile_arguments
+
+    compile_arguments(sub.add_parser("compile", help="compile the GPU kernels for sm_80/sm_90/sm_100 without a GPU: "
+                                     "registers, spills, shared memory, warps per SM"))
 
     show = sub.add_parser("show-kernel", help="print the generated source of a kernel")
     show.add_argument("--op", choices=["selective_scan", "topk_gather"], default="selective_scan")

@@ -1,0 +1,104 @@
+"""``scanforge compile``: compile the GPU kernels for target GPUs without a GPU, print their resources."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from . import aot, bounds, compile_plan
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", action="append", help=f"GPU architecture, repeatable: {', '.join(aot.TARGETS)} "
+                   "(default: sm_80 and sm_90)")
+    p.add_argument("--backend", action="append", help="triton or numba_cuda, repeatable (default: both)")
+    p.add_argument("--op", action="append", choices=list(compile_plan.KINDS), help="only this kind of kernel")
+    p.add_argument("--variant", action="append", help="a named variant (see `scanforge check`); repeatable")
+    p.add_argument("--phase", action="append", choices=["fwd", "bwd", "decode"])
+    p.add_argument("--dtype", action="append", choices=["float32", "float16", "bfloat16"],
+                   help="default: float32 and bfloat16")
+    p.add_argument("--shapes", nargs="+", help="BATCHxDIMxLxN for scans, BATCHxTxDxK for gathers "
+                   "(default: the GPU workload's typical shape per op)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--config", metavar="FILE", help="TOML/JSON {family: config} merged onto the defaults")
+    which.add_argument("--space", action="store_true", help="every config of each family's search space: "
+                       "reports which are infeasible on the target")
+    p.add_argument("--json", metavar="FILE", help="write the rows as JSON")
+    p.add_argument("--jobs", type=int, help="compiling processes (default: the CPU count)")
+    p.set_defaults(func=run)
+
+
+def _config_text(config: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in config.items())
+
+
+def _warps(row: dict) -> str:
+    occ = row.get("occupancy") or {}
+    if not occ:
+        return "-"
+    return f"{occ['warps']} ({occ['by_registers']}/{occ['by_shared']}/{occ['by_threads']})"
+
+
+def print_table(rows: list[dict], console: Console, title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    for name in ("backend", "kernel", "variant", "phase", "dtype", "config", "target", "regs", "spill/stack B",
+                 "smem B", "warps/SM (reg/smem/thr)", "ex2", "s", "verdict"):
+        table.add_column(name, overflow="fold")
+    for r in rows:
+        bad = r["verdict"] != "ok"
+        table.add_row(r["backend"], r["kernel"], r["variant"], r["phase"], r["dtype"], _config_text(r["config"]),
+                      r["target"], str(r.get("registers", "-")), f"{r.get('spill', 0)}/{r.get('stack', 0)}",
+                      str(r.get("shared", "-")), _warps(r), str(r.get("mufu_ex2", "-")),
+                      f"{r.get('seconds', 0):.1f}",
+                      f"[red]{r['verdict']}[/red] {r.get('error') or ''}" if bad else "ok")
+    console.print(table)
+
+
+def run(args) -> int:
+    console = Console()
+    configs = {}
+    if args.config:
+        from .check import load_config_file
+
+        loaded = load_config_file(args.config)
+        if loaded.families is None:
+            raise ValueError(f"--config {args.config}: expected a {{family: config}} table, not a cache file")
+        configs = loaded.families
+    shapes = None
+    if args.shapes:
+        from .tune_command import parse_shape
+
+        shapes = [parse_shape(s) for s in args.shapes]
+    if args.jobs is not None and args.jobs < 1:
+        raise ValueError(f"--jobs: expected an int >= 1, got {args.jobs}")
+    jobs = compile_plan.plan(args.backend or aot.GPU_BACKENDS, args.target or ("sm_80", "sm_90"), kinds=args.op,
+                             variants=args.variant, phases=args.phase, dtypes=args.dtype or ("float32", "bfloat16"),
+                             shapes=shapes, configs=configs, space=args.space,
+                             config_source=f"--config {args.config}")
+    if not jobs:
+        raise ValueError("nothing to compile: the filters select no kernel")
+    for tool in ("ptxas", "cuobjdump"):
+        aot.find_tool(tool)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("compiling", total=len(jobs))
+        rows = compile_plan.run(jobs, args.jobs, on_rows=lambda _: progress.advance(task))
+    print_table(rows, console, "scanforge compile: registers, spills, shared memory and resident warps per SM "
+                               f"(floors: {aot.WARPS_FLOOR})")
+    failed = [r for r in rows if r["verdict"] != "ok" and not r["verdict"].startswith("not implemented")]
+    if args.json:
+        floors = bounds.floors_for(rows)
+        Path(args.json).write_text(json.dumps({"rows": rows, "floors": floors}, indent=1, default=str))
+        console.print(f"wrote {len(rows)} rows to {args.json}")
+    if args.space:
+        feasible = len(rows) - len(failed)
+        console.print(f"{feasible} of {len(rows)} (config, kernel, target) rows are feasible")
+        return 0
+    errors = sum(r["verdict"] == "error" for r in rows)
+    console.print(f"{len(rows)} kernels compiled: {errors} errors, {len(failed) - errors} over a limit "
+                  "(spill or warps floor)" if failed else f"{len(rows)} kernels compiled: all ok")
+    return 1 if failed else 0

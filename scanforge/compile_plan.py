@@ -1,0 +1,165 @@
+"""Which kernels ``scanforge compile`` builds, and building them in worker processes.
+
+A job is one (backend, variant, phase, config) at one shape, compiled for every requested dtype
+and target; its rows are plain dicts (the ``--json`` format). Workers are fresh processes with
+triton compiled and numba's simulator off, whatever the parent runs with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+
+from . import aot
+from .codegen import family
+from .ir import Phase
+from .spaces import space_for
+from .variants import DECODE_VARIANTS, GATHER_VARIANTS, SCAN_VARIANTS
+
+#: (op table, phases, default shape) per kind of kernel: the GPU default workload's typical shapes
+#: (Mamba-1.4B width at 2K tokens; LLaVA-1.5's 576 visual tokens kept to 144).
+KINDS = {
+    "selective_scan": (SCAN_VARIANTS, ("fwd", "bwd"), (8, 2048, 2048, 16)),
+    "decode": (DECODE_VARIANTS, ("decode",), (8, 2048, 1, 16)),
+    "topk_gather": (GATHER_VARIANTS, ("fwd", "bwd"), (16, 576, 1024, 144)),
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    backend: str
+    kind: str  # a key of KINDS
+    variant: str
+    phase: str
+    shape: tuple[int, ...]
+    config: tuple  # sorted (param, value) pairs
+    dtypes: tuple[str, ...]
+    targets: tuple[str, ...]
+
+    def spec(self, dtype: str):
+        table = KINDS[self.kind][0]
+        return dataclasses.replace(table[self.variant], dtype=dtype, phase=Phase(self.phase))
+
+
+def check_config(backend: str, fam: str, config: Mapping, source: str) -> dict:
+    """``config`` merged onto the family default, refusing parameters or values outside the space."""
+    space = space_for(backend, fam)
+    for name, value in config.items():
+        if name not in space.params:
+            raise ValueError(f"{source}: [{fam}] has no parameter {name!r} on {backend} "
+                             f"(parameters: {sorted(space.params)})")
+        if value not in space.params[name]:
+            raise ValueError(f"{source}: [{fam}] {name} = {value!r} is not one of {list(space.params[name])}")
+    return {**space.default, **config}
+
+
+def plan(backends: Iterable[str], targets: Iterable[str], *, kinds: Iterable[str] | None = None,
+         variants: Iterable[str] | None = None, phases: Iterable[str] | None = None,
+         dtypes: Iterable[str] = ("float32", "bfloat16"), shapes: Iterable[tuple] | None = None,
+         configs: Mapping[str, Mapping] | None = None, space: bool = False,
+         config_source: str = "--config") -> list[Job]:
+    """The jobs for the selection (None: everything); ``space`` compiles every config of each family's space."""
+    targets = tuple(aot.target(t).name for t in targets)
+    for b in backends:
+        if b not in aot.GPU_BACKENDS:
+            raise ValueError(f"--backend: expected one of {list(aot.GPU_BACKENDS)}, got {b!r}")
+    known = {v for table, _, _ in KINDS.values() for v in table}
+    unknown = sorted(set(variants or ()) - known)
+    if unknown:
+        raise ValueError(f"--variant: unknown {unknown}; known: {sorted(known)}")
+    jobs = []
+    for backend in backends:
+        for kind, (table, kind_phases, default_shape) in KINDS.items():
+            if kinds and kind not in kinds:
+                continue
+            for shape in [tuple(s) for s in shapes] if shapes else [default_shape]:
+                if kind == "decode":  # one token
+                    shape = (shape[0], shape[1], 1, shape[3])
+                jobs += _kind_jobs(backend, kind, shape, targets, variants, phases, tuple(dtypes), configs, space,
+                                   config_source)
+    return jobs
+
+
+def _kind_jobs(backend, kind, shape, targets, variants, phases, dtypes, configs, space, config_source) -> list[Job]:
+    table, kind_phases, _ = KINDS[kind]
+    jobs = []
+    for variant in table:
+        if variants and variant not in variants:
+            continue
+        for phase in kind_phases:
+            if phases and phase not in phases:
+                continue
+            fam = family(dataclasses.replace(table[variant], phase=Phase(phase)))
+            if space:
+                candidates = space_for(backend, fam).grid(shape)
+            else:
+                candidates = [check_config(backend, fam, (configs or {}).get(fam, {}), config_source)]
+            jobs += [Job(backend, kind, variant, phase, shape, tuple(sorted(c.items())), dtypes, targets)
+                     for c in candidates]
+    return jobs
+
+
+_numba_memo: dict[tuple, aot.KernelReport] = {}
+
+
+def _compile(launch: aot.Launch, tgt: aot.Target) -> aot.KernelReport:
+    """Compile a launch, once per (kernel, argument types, target) for Numba (its kernels take
+    float32 whatever the op's dtype); Triton keeps its own on-disk cache."""
+    if launch.backend != "numba_cuda":
+        return aot.compile_launch(launch, tgt)
+    key = (launch.kernel.py_func.__module__, launch.name, tuple(map(str, map(aot._numba_type, launch.args))),
+           launch.threads, tgt.name)
+    if key not in _numba_memo:
+        _numba_memo[key] = aot.compile_launch(launch, tgt)
+    return dataclasses.replace(_numba_memo[key])
+
+
+def run_job(job: Job) -> list[dict]:
+    """Compile a job: one row per (dtype, kernel launch, target)."""
+    aot.check_compiling_process()
+    config = dict(job.config)
+    rows = []
+    for dtype in job.dtypes:
+        spec = job.spec(dtype)
+        base = dict(backend=job.backend, variant=job.variant, phase=job.phase, dtype=dtype,
+                    shape="x".join(map(str, job.shape)), config=config, family=family(spec))
+        try:
+            launches = aot.capture(job.backend, spec, job.shape, config)
+        except NotImplementedError as e:
+            rows.append({**base, "kernel": "-", "target": "-", "error": None, "verdict": f"not implemented: {e}"})
+            continue
+        except Exception as e:  # a launcher that refuses the config: a row, not a crash
+            rows += [{**base, "kernel": "-", "target": t, "error": f"{type(e).__name__}: {e}", "verdict": "error"}
+                     for t in job.targets]
+            continue
+        for launch in launches:
+            for name in job.targets:
+                report = _compile(launch, aot.target(name))
+                rows.append({**base, **report.as_dict(), "verdict": aot.verdict(family(spec), report)})
+    return rows
+
+
+def run(jobs: list[Job], workers: int | None = None, on_rows: Callable[[list[dict]], None] | None = None) -> list[dict]:
+    """Run jobs in ``workers`` fresh processes (default: the CPU count), rows in plan order."""
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
+    saved = {k: os.environ.get(k) for k in ("TRITON_INTERPRET", "NUMBA_ENABLE_CUDASIM")}
+    os.environ.update({k: v for k, v in aot.compile_environment().items() if k in saved})
+    results: dict[int, list[dict]] = {}
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                if on_rows:
+                    on_rows(results[futures[future]])
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return [row for i in range(len(jobs)) for row in results[i]]

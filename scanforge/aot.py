@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -243,7 +242,8 @@ def _call(backend, spec: ScanSpec | GatherSpec, shape: tuple[int, ...], config: 
             backend.gather_forward(spec, x, k, scores, config)
         else:
             gout = _meta((batch, k + (spec.summary.value != "none"), d), dt)
-            backend.gather_backward(dataclasses.replace(spec, phase=Phase.FORWARD), x, k, scores, _meta((batch, T), torch.int32), gout, config)
+            forward = dataclasses.replace(spec, phase=Phase.FORWARD)
+            backend.gather_backward(forward, x, k, scores, _meta((batch, T), torch.int32), gout, config)
         return
     if spec.phase is Phase.DECODE:
         batch, dim, _, N = shape
@@ -361,7 +361,6 @@ def _numba_type(arg):
 
 def _compile_numba(launch: Launch, tgt: Target, workdir: Path) -> KernelReport:
     from numba import cuda
-
     from numba.cuda import dispatcher
 
     signature = tuple(_numba_type(a) for a in launch.args)
@@ -415,10 +414,24 @@ def verdict(family: str, report: KernelReport) -> str:
     return "ok"
 
 
-def main_guard() -> None:
-    """Entry check for a compiling child process: stop early with a message if misconfigured."""
-    try:
-        check_compiling_process()
-    except RuntimeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from e
+def device_target() -> str | None:
+    """The target of this machine's current GPU, if it is one :data:`TARGETS` knows."""
+    if not torch.cuda.is_available():
+        return None
+    major, minor = torch.cuda.get_device_capability()
+    name = f"sm_{major}{minor}"
+    return name if name in TARGETS else None
+
+
+def infeasible(backend: str, spec: ScanSpec | GatherSpec, shape: tuple[int, ...], config: Mapping,
+               target_name: str) -> str | None:
+    """Why ``config`` is not worth timing on ``target_name`` (a kernel fails to compile, spills,
+    or is under its family's warps floor), or None."""
+    from .codegen import family
+
+    for launch in capture(backend, spec, shape, config):
+        report = compile_launch(launch, target(target_name))
+        why = verdict(family(spec), report)
+        if why != "ok":
+            return f"{target_name} {launch.name}: {report.error or why}"
+    return None

@@ -58,9 +58,8 @@ def work(spec: ScanSpec | GatherSpec, shape: tuple[int, ...]) -> dict[str, float
     if isinstance(spec, GatherSpec):
         batch, T, d, k = shape
         rows_out = k + (spec.summary.value != "none")
-        if spec.phase is Phase.FORWARD:
-            return {"bytes": batch * T * d * e + batch * rows_out * d * e, "exps": batch * T, "flops": 2 * batch * T * d}
-        return {"bytes": batch * rows_out * d * e + 2 * batch * T * d * e, "exps": batch * T, "flops": 2 * batch * T * d}
+        moved = batch * rows_out * d * e + batch * T * d * e * (1 if spec.phase is Phase.FORWARD else 2)
+        return {"bytes": moved, "exps": batch * T, "flops": 2 * batch * T * d}
     batch, dim, L, N = shape
     elements = batch * dim * L
     rate = 1.0 / spec.stride

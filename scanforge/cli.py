@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .ir import Direction, GateMode, GatherSpec, Phase, ScanSpec, Summary, Weight
@@ -16,7 +17,6 @@ def _fmt(error: float) -> str:
 
 
 def _cmd_check(args) -> int:
-    from rich.markup import escape
     from rich.progress import Progress
 
     from . import check, conformance
@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--trial-timeout", type=float, default=300.0, help="seconds before a trial is killed")
     tune.add_argument("--in-process", action="store_true", help="run trials in this process (no timeout)")
     tune.add_argument("--plot", metavar="DIR", help="write a PNG per study (time vs trial, best so far)")
+    tune.add_argument("--dry-run", action="store_true", help="with --target: list the configs of each study that "
+                      "compile for that GPU without spilling (no GPU needed, nothing is timed)")
+    tune.add_argument("--target", help="with --dry-run: the GPU architecture to plan for (sm_80, sm_90, sm_100)")
     tune.set_defaults(func=_cmd_tune)
 
     bench = sub.add_parser("bench", help="time tuned vs default configs vs the PyTorch reference")
@@ -215,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ValueError as e:
-        Console(stderr=True).print(f"[red]error:[/red] {e}")
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(e))}")
         return 2
 
 

@@ -83,7 +83,10 @@ def run(args) -> int:
     if not jobs:
         raise ValueError("nothing to compile: the filters select no kernel")
     for tool in ("ptxas", "cuobjdump"):
-        aot.find_tool(tool)
+        try:
+            aot.find_tool(tool)
+        except FileNotFoundError as e:
+            raise ValueError(str(e)) from None
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("compiling", total=len(jobs))
         rows = compile_plan.run(jobs, args.jobs, on_rows=lambda _: progress.advance(task))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from . import aot
 from .codegen import family
-from .ir import Phase
+from .ir import GatherSpec, Phase, ScanSpec
 from .spaces import space_for
 from .variants import DECODE_VARIANTS, GATHER_VARIANTS, SCAN_VARIANTS
 
@@ -32,17 +32,19 @@ KINDS = {
 @dataclass(frozen=True)
 class Job:
     backend: str
-    kind: str  # a key of KINDS
     variant: str
-    phase: str
+    base: ScanSpec | GatherSpec  # the variant's spec in the job's phase
     shape: tuple[int, ...]
     config: tuple  # sorted (param, value) pairs
     dtypes: tuple[str, ...]
     targets: tuple[str, ...]
 
-    def spec(self, dtype: str):
-        table = KINDS[self.kind][0]
-        return dataclasses.replace(table[self.variant], dtype=dtype, phase=Phase(self.phase))
+    @property
+    def phase(self) -> str:
+        return self.base.phase.value
+
+    def spec(self, dtype: str) -> ScanSpec | GatherSpec:
+        return dataclasses.replace(self.base, dtype=dtype)
 
 
 def check_config(backend: str, fam: str, config: Mapping, source: str) -> dict:
@@ -73,7 +75,7 @@ def plan(backends: Iterable[str], targets: Iterable[str], *, kinds: Iterable[str
         raise ValueError(f"--variant: unknown {unknown}; known: {sorted(known)}")
     jobs = []
     for backend in backends:
-        for kind, (table, kind_phases, default_shape) in KINDS.items():
+        for kind, (_, _, default_shape) in KINDS.items():
             if kinds and kind not in kinds:
                 continue
             for shape in [tuple(s) for s in shapes] if shapes else [default_shape]:
@@ -93,12 +95,13 @@ def _kind_jobs(backend, kind, shape, targets, variants, phases, dtypes, configs,
         for phase in kind_phases:
             if phases and phase not in phases:
                 continue
-            fam = family(dataclasses.replace(table[variant], phase=Phase(phase)))
+            base = dataclasses.replace(table[variant], phase=Phase(phase))
+            fam = family(base)
             if space:
                 candidates = space_for(backend, fam).grid(shape)
             else:
                 candidates = [check_config(backend, fam, (configs or {}).get(fam, {}), config_source)]
-            jobs += [Job(backend, kind, variant, phase, shape, tuple(sorted(c.items())), dtypes, targets)
+            jobs += [Job(backend, variant, base, shape, tuple(sorted(c.items())), dtypes, targets)
                      for c in candidates]
     return jobs
 

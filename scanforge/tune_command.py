@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
 
 import optuna
+import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from . import backends
+from .spaces import space_for
 from .trials import Task, TrialRunner
 from .tuner import Outcome, open_storage, tune
 from .variants import DEFAULT_WORKLOAD, GATHER_VARIANTS, SCAN_VARIANTS, variant_spec
@@ -44,9 +47,11 @@ def tuning_backend(name: str | None) -> str:
 
 
 def build_tasks(backend: str, ops: list[str] | None, variants: list[str] | None, shapes: list[str] | None,
-                dtypes: list[str] | None, phases: list[str] | None) -> tuple[list[Task], list[str]]:
-    """The workload's tasks, filtered by the CLI's flags; also the lines saying what was skipped."""
-    gpu = backends.get(backend).runs_on_gpu()
+                dtypes: list[str] | None, phases: list[str] | None,
+                for_gpu: bool = False) -> tuple[list[Task], list[str]]:
+    """The workload's tasks, filtered by the CLI's flags; also the lines saying what was skipped.
+    ``for_gpu`` plans the GPU workload on any machine (``--dry-run --target``)."""
+    gpu = for_gpu or backends.get(backend).runs_on_gpu()
     workload = DEFAULT_WORKLOAD["gpu" if gpu else "cpu"]
     if variants:
         table = {**{v: "selective_scan" for v in SCAN_VARIANTS}, **{v: "topk_gather" for v in GATHER_VARIANTS}}
@@ -63,8 +68,8 @@ def build_tasks(backend: str, ops: list[str] | None, variants: list[str] | None,
             for shape in [parse_shape(s) for s in shapes] if shapes else op_shapes:
                 for dtype in dtypes or (["float32", "bfloat16"] if gpu else ["float32"]):
                     spec = variant_spec(op, variant, phase, dtype)
-                    device = Task(backend, spec, shape).device
-                    reason = backends.get(backend).unsupported_reason(spec, device)
+                    device = torch.device("cuda") if for_gpu else Task(backend, spec, shape).device
+                    reason = None if for_gpu else backends.get(backend).unsupported_reason(spec, device)
                     if reason:
                         skipped.append(f"{op} {variant} {phase} {dtype}: {reason}")
                         continue
@@ -96,10 +101,50 @@ def geomean_speedup(outcomes: list[Outcome]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else math.nan
 
 
+def dry_run(args, console: Console) -> int:
+    """``--dry-run --target T``: compile every config of each study's space for T, list the feasible ones."""
+    from . import aot, compile_plan
+    from .compile_command import _config_text
+
+    if not args.target:
+        raise ValueError("--dry-run: name the GPU to plan for with --target (e.g. --target sm_90)")
+    target = aot.target(args.target).name
+    backend = args.backend or "triton"
+    if backend not in aot.GPU_BACKENDS:
+        raise ValueError(f"--dry-run --target: --backend must be one of {list(aot.GPU_BACKENDS)}, got {backend!r}")
+    tasks, _ = build_tasks(backend, args.op, args.variant, args.shapes, args.dtype, args.phase, for_gpu=True)
+    jobs = [compile_plan.Job(backend, t.label, dataclasses.replace(t.spec, dtype="float32"), t.shape,
+                             tuple(sorted(c.items())), (t.spec.dtype,), (target,))
+            for t in tasks for c in space_for(backend, t.family).grid(t.shape)]
+    with Progress(console=console, transient=True) as progress:
+        bar = progress.add_task(f"compiling {len(jobs)} configs for {target}", total=len(jobs))
+        rows = compile_plan.run(jobs, on_rows=lambda _: progress.advance(bar))
+    verdicts: dict[tuple, list[str]] = {}
+    for r in rows:
+        key = (r["family"], r["variant"], r["dtype"], r["shape"], _config_text(r["config"]))
+        verdicts.setdefault(key, []).append(r["verdict"])
+    table = Table(title=f"scanforge tune --dry-run: configs that compile for {target} without spilling and "
+                        f"reach the warps floor", title_justify="left")
+    for column in ("family", "variant", "dtype", "shape", "feasible", "feasible configs"):
+        table.add_column(column, overflow="fold")
+    buckets: dict[tuple, list[str]] = {}
+    for (fam, variant, dtype, shape, config), found in verdicts.items():
+        ok = buckets.setdefault((fam, variant, dtype, shape), [])
+        if all(v == "ok" for v in found):
+            ok.append(config)
+    for (fam, variant, dtype, shape), ok in buckets.items():
+        total = sum(1 for k in verdicts if k[:4] == (fam, variant, dtype, shape))
+        table.add_row(fam, variant, dtype, shape, f"{len(ok)}/{total}", "; ".join(ok))
+    console.print(table)
+    return 0
+
+
 def run(args) -> int:
     console = Console(width=max(Console().width, 160))
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are in our table
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if args.dry_run or args.target:
+        return dry_run(args, console)
     backend = tuning_backend(args.backend)
     tasks, skipped = build_tasks(backend, args.op, args.variant, args.shapes, args.dtype, args.phase)
     device = backends.get(backend).device_name()

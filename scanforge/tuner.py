@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import optuna
 import sqlalchemy
 
-from . import cache
+from . import aot, backends, cache
 from .configs import default_config
 from .fingerprint import fingerprint, fingerprint_id
 from .local_search import NeighborhoodSampler
@@ -125,6 +125,10 @@ class _Objective:
     def __init__(self, task: Task, space: SearchSpace, runner, on_trial: Callable | None):
         self.task, self.space, self.runner, self.on_trial = task, space, runner, on_trial
         self.feasible = {config_key(c) for c in space.grid(task.shape)}
+        # On a GPU the compiler decides what fits: a config that fails to compile, spills or is
+        # under the warps floor for this device is pruned before it is timed.
+        self.target = aot.device_target() if task.backend in aot.GPU_BACKENDS and \
+            backends.get(task.backend).runs_on_gpu() else None
 
     def __call__(self, trial: optuna.Trial) -> float:
         config = {name: trial.suggest_categorical(name, list(choices)) for name, choices in self.space.params.items()}
@@ -133,6 +137,11 @@ class _Objective:
         if broken:
             trial.set_user_attr("reason", f"constraint: {broken}")
             raise optuna.TrialPruned(f"violates {broken}")
+        why = self.target and aot.infeasible(self.task.backend, self.task.spec, self.task.shape, config, self.target)
+        if why:
+            self.feasible.discard(config_key(config))
+            trial.set_user_attr("reason", f"compile: {why}")
+            raise optuna.TrialPruned(f"compile: {why}")
         for earlier in _finished(trial.study):
             if earlier.params == trial.params and earlier.state != optuna.trial.TrialState.PRUNED:
                 trial.set_user_attr("duplicate_of", earlier.number)

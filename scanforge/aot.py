@@ -125,6 +125,7 @@ def compile_environment() -> dict[str, str]:
     """The environment of a process that compiles for GPUs: triton compiled, no CUDA simulator."""
     env = dict(os.environ)
     env.update(TRITON_INTERPRET="0", NUMBA_ENABLE_CUDASIM="0")
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, stated (it warns otherwise)
     return env
 
 

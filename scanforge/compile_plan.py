@@ -149,7 +149,7 @@ def run_job(job: Job) -> list[dict]:
 def run(jobs: list[Job], workers: int | None = None, on_rows: Callable[[list[dict]], None] | None = None) -> list[dict]:
     """Run jobs in ``workers`` fresh processes (default: the CPU count), rows in plan order."""
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
-    saved = {k: os.environ.get(k) for k in ("TRITON_INTERPRET", "NUMBA_ENABLE_CUDASIM")}
+    saved = {k: os.environ.get(k) for k in ("TRITON_INTERPRET", "NUMBA_ENABLE_CUDASIM", "TRITON_DEFAULT_FP_FUSION")}
     os.environ.update({k: v for k, v in aot.compile_environment().items() if k in saved})
     results: dict[int, list[dict]] = {}
     try:

@@ -12,11 +12,13 @@ import torch
 if "triton" not in sys.modules and "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 
+from ._version import __version__  # noqa: E402
 from .decode import DecodeWindow, selective_state_update  # noqa: E402
-from .ir import Direction, GateMode, GatherSpec, ScanSpec  # noqa: E402
+from .kernels.ir import Direction, GateMode, GatherSpec, ScanSpec  # noqa: E402
 from .ops import selective_scan, topk_gather  # noqa: E402
+from .tuning import configs as _configs  # noqa: E402
 
-__version__ = "0.1.0"
+_configs.install()  # kernels run with the configs tuned for this machine, else the defaults
 
 __all__ = [
     "DecodeWindow", "Direction", "GatherSpec", "GateMode", "ScanSpec", "selective_scan", "selective_state_update",

@@ -8,10 +8,10 @@ import warnings
 
 import pytest
 
-from scanforge import cache
-from scanforge.configs import config_for, default_config
-from scanforge.fingerprint import SCHEMA_VERSION, fingerprint
-from scanforge.ir import ScanSpec
+from scanforge.kernels.ir import ScanSpec
+from scanforge.tuning import cache
+from scanforge.tuning.configs import config_for, default_config
+from scanforge.tuning.fingerprint import SCHEMA_VERSION, fingerprint
 
 SPEC = ScanSpec(has_D=True)
 SHAPE = (2, 100, 300, 16)

@@ -1,19 +1,28 @@
-"""``scanforge check``: the conformance suite (:mod:`scanforge.conformance`) from the command line —
-which configs to run with (``--config FILE``, ``--tuned``), and where failing cases are written as
-reproducible scripts."""
+"""``scanforge check``: the conformance suite (:mod:`scanforge.testing.conformance`) from the command line —
+which configs to run with (``--config FILE``, ``--tuned``), a table of the results, and where failing cases are
+written as reproducible scripts."""
 
 from __future__ import annotations
 
-import json
-import re
+import importlib.util
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import backends, cache
-from .conformance import Case, Result, snippet, verify_config
-from .ir import GatherSpec, ScanSpec
+import torch
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress
+from rich.table import Table
 
-_FAMILIES = ("scan_fwd", "scan_bwd", "scan_decode", "gather_fwd", "gather_bwd")
+import scanforge as sf
+
+from .. import backends
+from ..kernels.ir import GatherSpec, ScanSpec, spec_from_key
+from ..testing import conformance
+from ..testing.config_file import check_families, is_cache_file, read_table
+from ..testing.conformance import Case, Result, snippet, verify_config
+from ..tuning import cache
 
 
 @dataclass
@@ -27,58 +36,18 @@ class ConfigFile:
     entries: list[tuple[ScanSpec | GatherSpec, tuple[int, ...], dict]] = field(default_factory=list)
 
 
-def spec_from_key(key: str) -> ScanSpec | GatherSpec:
-    """The spec whose :meth:`~ScanSpec.key` is ``key`` (cache entries store keys, not specs)."""
-    dtypes = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
-    m = re.fullmatch(r"scan-(fwd|bwd|decode)-(causal|reverse|bidirectional)-s(\d+)-(nogate|gate-hard|gate-soft)-"
-                     r"(D|noD)-(z|noz)-(bias|nobias)-(softplus|linear)-(grouped|shared)-(f32|f16|bf16)-(h0|noh0)-"
-                     r"(hlast|nohlast)(-varlen)?", key)
-    if m:
-        phase, direction, stride, gate, D, z, bias, sp, grouped, dt, h0, hl, varlen = m.groups()
-        return ScanSpec(direction=direction, stride=int(stride), gated=gate != "nogate",
-                        gate_mode="soft" if gate == "gate-soft" else "hard", has_D=D == "D", has_z=z == "z",
-                        has_delta_bias=bias == "bias", softplus=sp == "softplus", grouped=grouped == "grouped",
-                        dtype=dtypes[dt], has_initial_state=h0 == "h0", return_last_state=hl == "hlast",
-                        varlen=bool(varlen), phase=phase)
-    m = re.fullmatch(r"gather-(fwd|bwd)-(scores|l2norm)-(ordered|ranked)-summary-(none|mean|mean_dropped)-"
-                     r"weight-(none|sigmoid)-(f32|f16|bf16)", key)
-    if m:
-        phase, scores, order, summary, weight, dt = m.groups()
-        return GatherSpec(scores_given=scores == "scores", keep_order=order == "ordered", summary=summary,
-                          weight=weight, dtype=dtypes[dt], phase=phase)
-    raise ValueError(f"spec key: not a scanforge spec key: {key!r}")
-
-
 def load_config_file(path: str | Path) -> ConfigFile:
     """Read a JSON or TOML ``{family: config}`` file, or a tuned-config cache file (JSON)."""
     p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"--config: no such file: {path}")
-    text = p.read_text()
-    if p.suffix == ".toml":
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10
-            import tomli as tomllib
-        data = tomllib.loads(text)
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--config {path}: not valid JSON ({e}); use .toml for TOML") from None
-    if isinstance(data, dict) and {"schema", "fingerprint", "entries"} <= set(data):
+    text, data = read_table(p)
+    if is_cache_file(data):
         parsed = cache.read_file(str(p), text)
         if parsed is None:
             raise ValueError(f"--config {path}: a cache file scanforge cannot read (see the warning)")
         entries = [(spec_from_key(e["spec"]), tuple(e["bucket"]), dict(e["config"]))
                    for e in parsed["entries"].values()]
         return ConfigFile(str(p), backend=parsed["fingerprint"].get("backend"), entries=entries)
-    bad = [k for k, v in data.items() if k not in _FAMILIES or not isinstance(v, dict)] if isinstance(data, dict) \
-        else ["<not a table>"]
-    if bad:
-        raise ValueError(f"--config {path}: expected a table of kernel families {list(_FAMILIES)} to config tables "
-                         f"(or a scanforge cache file), got keys {bad}")
-    return ConfigFile(str(p), families={k: dict(v) for k, v in data.items()})
+    return ConfigFile(str(p), families=check_families(path, data))
 
 
 def tuned_entries(backend_names: list[str]) -> list[tuple[str, ScanSpec | GatherSpec, tuple[int, ...], dict]]:
@@ -91,9 +60,7 @@ def tuned_entries(backend_names: list[str]) -> list[tuple[str, ScanSpec | Gather
 
 
 def verify_entries(entries, on_result=None) -> list[Result]:
-    """One row per tuned config: :func:`scanforge.conformance.verify_config` on its spec and bucket."""
-    import time
-
+    """One row per tuned config: :func:`scanforge.testing.conformance.verify_config` on its spec and bucket."""
     results = []
     for backend, spec, bucket, config in entries:
         op = "topk_gather" if isinstance(spec, GatherSpec) else "selective_scan"
@@ -103,7 +70,8 @@ def verify_entries(entries, on_result=None) -> list[Result]:
         else:
             start = time.perf_counter()
             bad = verify_config(backend, spec, config, bucket)
-            body = (f"from scanforge.check import spec_from_key\nfrom scanforge.conformance import verify_config\n\n"
+            body = (f"from scanforge.kernels.ir import spec_from_key\n"
+                    f"from scanforge.testing.conformance import verify_config\n\n"
                     f"failures = verify_config({backend!r}, spec_from_key({spec.key()!r}), {config!r}, {bucket!r})\n"
                     "assert not failures, '\\n'.join(failures)")
             results.append(Result(case, "FAIL" if bad else "pass", message="\n".join(bad),
@@ -129,12 +97,6 @@ def write_snippets(results: list[Result], directory: str | Path) -> list[Path]:
 def first_call_seconds(backend: str) -> tuple[float, float] | None:
     """Seconds of this process's first causal-scan forward and backward on ``backend`` (compiling its
     kernels, or loading them from a backend's disk cache); None where the backend cannot run one."""
-    import time
-
-    import torch
-
-    import scanforge as sf
-
     device = torch.device("cuda" if backends.get(backend).runs_on_gpu() else "cpu")
     if backends.get(backend).unsupported_reason(ScanSpec(has_D=True, has_z=True), device):
         return None
@@ -149,3 +111,62 @@ def first_call_seconds(backend: str) -> tuple[float, float] | None:
     forward = time.perf_counter() - start
     y.sum().backward()
     return forward, time.perf_counter() - start - forward
+
+
+def _fmt(error: float) -> str:
+    return "-" if error != error else f"{error:.2e}"
+
+
+def run(args) -> int:
+    console = Console(width=max(Console().width, 132))
+    if args.examples < 1:
+        raise ValueError(f"--examples: expected an int >= 1, got {args.examples}")
+    if args.deep and importlib.util.find_spec("hypothesis") is None:
+            raise ValueError("--deep draws inputs with Hypothesis: pip install hypothesis")
+    configs, entries = None, []
+    names = conformance.selected_backends(args.backend)
+    if args.config:
+        loaded = load_config_file(args.config)
+        configs = loaded.families
+        entries = [(args.backend[0] if args.backend else loaded.backend, *e) for e in loaded.entries]
+    if args.tuned:
+        entries += tuned_entries(names)
+    suite = not (args.config and configs is None)  # a cache file: verify its entries only
+    cases = conformance.plan(names, quick=args.quick, deep=args.deep, examples=args.examples,
+                             seed=args.seed) if suite else []
+    for name in names:  # the kernels' compile (or disk-cache load) time, outside the table's rows
+        seconds = first_call_seconds(name)
+        if seconds:
+            console.print(f"first call on {name}: forward {seconds[0]:.1f} s, backward {seconds[1]:.1f} s "
+                          f"(compiling the kernels, or loading them from the disk cache)")
+    results = []
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("scanforge check", total=len(cases) + len(entries))
+
+        def seen(result):
+            progress.update(task, advance=1, description=f"{result.case.backend} {result.case.name}")
+
+        for case in cases:
+            results.append(conformance.run_case(case, configs))
+            seen(results[-1])
+        results += verify_entries(entries, on_result=seen)
+    table = Table(title="scanforge check: rel err ||out - ref|| / ||ref|| against float64; laws: rel err "
+                        "between variants")
+    for column in ("backend", "kind", "op", "variant / law", "dtype", "fwd err", "grad err", "time (s)", "result"):
+        table.add_column(column, justify="right" if "err" in column or "time" in column else "left")
+    for r in results:
+        c = r.case
+        style = {"pass": "green", "FAIL": "bold red", "error": "red"}.get(r.status, "dim")
+        table.add_row(c.backend, c.kind, c.op, c.name, c.dtype, _fmt(r.forward_error), _fmt(r.grad_error),
+                      f"{r.seconds:.1f}", f"[{style}]{r.status}[/{style}]")
+    console.print(table)
+    bad = [r for r in results if not r.ok]
+    for r in bad:
+        console.print(f"[bold red]{r.status}[/bold red] {escape(r.case.id)}: {escape(r.message)}", highlight=False)
+    written = write_snippets(bad, args.repro_dir)
+    if written:
+        console.print(f"reproducers written: {', '.join(map(str, written))}")
+    skipped = [r for r in results if r.status == "not implemented"]
+    console.print(f"{len(results) - len(bad) - len(skipped)} passed, {len(bad)} failed, "
+                  f"{len(skipped)} not implemented")
+    return 1 if bad else 0

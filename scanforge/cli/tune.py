@@ -11,11 +11,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import backends
-from .trials import Task, TrialRunner
-from .tuner import Outcome, open_storage, tune
-from .variants import DEFAULT_WORKLOAD, GATHER_VARIANTS, SCAN_VARIANTS, variant_spec
-from .worker import RunnerPool, SubprocessRunner
+from .. import backends
+from ..kernels.variants import DEFAULT_WORKLOAD, GATHER_VARIANTS, SCAN_VARIANTS, variant_spec
+from ..tuning.plots import plot_study
+from ..tuning.trials import Task, TrialRunner
+from ..tuning.tuner import Outcome, open_storage, tune
+from ..tuning.worker import RunnerPool, SubprocessRunner
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -135,8 +136,6 @@ def run(args) -> int:
                 progress.update(bar, completed=args.trials)
                 outcomes.append(outcome)
                 if args.plot:
-                    from .plots import plot_study
-
                     path = plot_study(outcome, storage, args.plot)
                     console.print(f"[dim]plot: {path}[/dim]")
     finally:

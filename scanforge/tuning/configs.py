@@ -1,13 +1,18 @@
-"""The tiling config a kernel runs with: the tuned one for this device and shape, else the default."""
+"""The tiling config a kernel runs with: the tuned one for this device and shape, else the default.
+
+:func:`install` hands this rule to the backends (:mod:`scanforge.backends.configs`); ``import scanforge`` calls it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from types import MappingProxyType
-
-from .codegen import family
-from .ir import GatherSpec, ScanSpec
+from ..backends import configs as backend_configs
+from ..backends.configs import config_for, forget
+from ..kernels.codegen import family
+from ..kernels.ir import GatherSpec, ScanSpec
+from . import cache
 from .spaces import backend_spaces
+
+__all__ = ["config_for", "default_config", "forget", "install", "resolve"]
 
 
 def default_config(backend: str, spec: ScanSpec | GatherSpec) -> dict:
@@ -19,26 +24,23 @@ def default_config(backend: str, spec: ScanSpec | GatherSpec) -> dict:
     return dict(spaces[fam].default)
 
 
-_resolved: dict[tuple, Mapping] = {}  # (backend, spec, shape) -> config: one dict hit per kernel call
-
-
-def config_for(backend: str, spec: ScanSpec | GatherSpec, shape: tuple[int, ...]) -> Mapping:
-    """The config to run ``spec`` at ``shape`` with: tuned for this device if the cache has it,
-    else the family default. Read-only (it is shared by every call with this key)."""
-    key = (backend, spec, shape)
-    try:
-        return _resolved[key]
-    except KeyError:
-        pass
-    from . import cache
-
+def resolve(backend: str, spec: ScanSpec | GatherSpec, shape: tuple[int, ...]) -> dict:
+    """The config to run ``spec`` at ``shape`` with: tuned for this device if the cache has it, else the family
+    default. Kernels reach it through :func:`config_for`, which keeps the answer per (backend, spec, shape)."""
     tuned = cache.lookup(backend, spec, shape)
-    if len(_resolved) > 4096:  # many distinct shapes (e.g. every prompt length): start over
-        _resolved.clear()
-    config = _resolved[key] = MappingProxyType(dict(tuned) if tuned is not None else default_config(backend, spec))
-    return config
+    return dict(tuned) if tuned is not None else default_config(backend, spec)
 
 
-def forget() -> None:
-    """Drop resolved configs (the cache changed)."""
-    _resolved.clear()
+class TunedConfigs:
+    """The config provider of the tuning layer (:class:`scanforge.backends.configs.ConfigProvider`)."""
+
+    def default(self, backend: str, spec: ScanSpec | GatherSpec) -> dict:
+        return default_config(backend, spec)
+
+    def resolve(self, backend: str, spec: ScanSpec | GatherSpec, shape: tuple[int, ...]) -> dict:
+        return resolve(backend, spec, shape)
+
+
+def install() -> None:
+    """Make the backends run with tuned configs (else the defaults) when none is forced."""
+    backend_configs.provide(TunedConfigs())

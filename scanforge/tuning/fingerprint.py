@@ -9,68 +9,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 from functools import cache
-from importlib import metadata
-from importlib.resources import files
 
 import torch
+
+from .. import backends
+from .._version import __version__
 
 #: Bump when the layout of cache files changes; a file with a newer schema is refused.
 SCHEMA_VERSION = 1
 
-_LIBRARY = {"triton": "triton", "numba_cpu": "numba", "numba_cuda": "numba-cuda"}
-
-
-@cache
-def cpu_name() -> str:
-    """The CPU model (``model name`` of /proc/cpuinfo on Linux), with the core count."""
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{name} x{torch.get_num_threads()} threads"
-
-
-@cache
-def gpu_name() -> str:
-    """The current CUDA device and its compute capability."""
-    index = torch.cuda.current_device()
-    major, minor = torch.cuda.get_device_capability(index)
-    return f"{torch.cuda.get_device_name(index)} sm_{major}{minor}"
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "absent"
-
-
-@cache
-def kernels_hash(backend: str) -> str:
-    """A hash of the backend's templates: a config tuned for other kernels is not trusted."""
-    digest = hashlib.sha256()
-    root = files("scanforge") / "templates" / backend
-    if root.is_dir():
-        for entry in sorted(root.iterdir(), key=lambda e: e.name):
-            digest.update(entry.name.encode() + entry.read_bytes())
-    return digest.hexdigest()[:16]
-
 
 @cache
 def fingerprint(backend: str) -> dict:
-    """The fingerprint of ``backend`` on this machine (a dict of strings)."""
-    from . import __version__, backends
-
-    return {"schema": SCHEMA_VERSION, "backend": backend, "device": backends.get(backend).device_name(),
-            "library": f"{_LIBRARY.get(backend, 'torch')} {_version(_LIBRARY.get(backend, 'torch'))}",
-            "torch": torch.__version__.split("+")[0], "scanforge": __version__, "kernels": kernels_hash(backend)}
+    """The fingerprint of ``backend`` on this machine (a dict of strings): the parts the backend declares
+    (:meth:`~scanforge.backends.Backend.fingerprint_parts`: device, kernel library version, templates hash), the
+    torch and scanforge versions and the cache schema."""
+    return {"schema": SCHEMA_VERSION, "backend": backend, **backends.get(backend).fingerprint_parts(),
+            "torch": torch.__version__.split("+")[0], "scanforge": __version__}
 
 
 def fingerprint_id(fp: dict) -> str:

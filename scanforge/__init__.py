@@ -2,6 +2,10 @@
 
 On a machine without CUDA, importing scanforge before triton sets ``TRITON_INTERPRET=1`` (unless
 set already): the Triton backend then runs its kernels interpreted on CPU tensors.
+
+The package root assembles the public API and hands the backends the tuning layer's config rule (tuned
+configs for this machine, else the defaults). The folders are the stages of the pipeline (kernels, backends,
+testing, tuning, cli) and import one way; the README's "How the code is laid out" gives the rule.
 """
 
 import os

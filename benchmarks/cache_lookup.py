@@ -15,9 +15,10 @@ from pathlib import Path
 
 os.environ.setdefault("SCANFORGE_CACHE_DIR", tempfile.mkdtemp(prefix="scanforge-bench-"))
 
-from scanforge import cache, codegen  # noqa: E402
-from scanforge.configs import config_for, default_config  # noqa: E402
-from scanforge.ir import ScanSpec  # noqa: E402
+from scanforge.kernels import codegen  # noqa: E402
+from scanforge.kernels.ir import ScanSpec  # noqa: E402
+from scanforge.tuning import cache  # noqa: E402
+from scanforge.tuning.configs import config_for, default_config  # noqa: E402
 
 SPEC = ScanSpec(has_D=True, has_z=True, has_delta_bias=True, softplus=True)
 SHAPE = (2, 512, 2048, 16)

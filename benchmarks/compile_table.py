@@ -43,8 +43,8 @@ def main() -> None:
     args = p.parse_args()
     before = {_key(r): r for r in json.load(open(args.before))["rows"] if r["target"] == args.target}
     after = {_key(r): r for r in json.load(open(args.after))["rows"] if r["target"] == args.target}
-    print(f"| backend | variant | phase | dtype | kernel | regs before → after | spill B before → after | "
-          f"warps/SM before → after | ex2/elem before → after | verdict after |")
+    print("| backend | variant | phase | dtype | kernel | regs before → after | spill B before → after | "
+          "warps/SM before → after | ex2/elem before → after | verdict after |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for key in sorted(set(before) | set(after), key=lambda k: tuple(map(str, k))):
         b, a = _cell(before.get(key)), _cell(after.get(key))

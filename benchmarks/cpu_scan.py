@@ -161,8 +161,8 @@ def main() -> None:
     args = parser.parse_args()
     import numba
 
-    from scanforge.configs import config_for
-    from scanforge.ir import ScanSpec
+    from scanforge.kernels.ir import ScanSpec
+    from scanforge.tuning.configs import config_for
 
     batch, dim, L, N = args.shape
     g = torch.Generator().manual_seed(0)

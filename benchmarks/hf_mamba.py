@@ -19,8 +19,8 @@ from timing import median_seconds, write_results
 from transformers import MambaConfig, MambaForCausalLM
 from transformers.utils import logging as hf_logging
 
-from scanforge.accuracy import rel_error
 from scanforge.integrations.transformers import apply_scanforge_to_mamba, revert_scanforge_to_mamba
+from scanforge.testing.accuracy import rel_error
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from timing import median_seconds, write_results
 
 import scanforge as sf
 from scanforge import backends
-from scanforge.ir import GatherSpec
+from scanforge.kernels.ir import GatherSpec
 
 SHAPES = [(64, 576, 1024), (64, 196, 768)]
 KS = [64, 128, 144]

@@ -30,12 +30,12 @@ os.environ.setdefault("SCANFORGE_CACHE_DIR", tempfile.mkdtemp(prefix="scanforge-
 
 import optuna  # noqa: E402
 
-from scanforge.configs import default_config  # noqa: E402
-from scanforge.fingerprint import cpu_name  # noqa: E402
-from scanforge.spaces import config_key, space_for  # noqa: E402
-from scanforge.trials import Task, TrialResult, TrialRunner  # noqa: E402
-from scanforge.tuner import tune  # noqa: E402
-from scanforge.variants import MAMBA, variant_spec  # noqa: E402
+from scanforge.backends.base import cpu_name  # noqa: E402
+from scanforge.kernels.variants import MAMBA, variant_spec  # noqa: E402
+from scanforge.tuning.configs import default_config  # noqa: E402
+from scanforge.tuning.spaces import config_key, space_for  # noqa: E402
+from scanforge.tuning.trials import Task, TrialResult, TrialRunner  # noqa: E402
+from scanforge.tuning.tuner import tune  # noqa: E402
 
 SHAPES = [(2, 512, 1024, 16), (1, 256, 4096, 16)]
 FAMILIES = [("fwd", MAMBA), ("bwd", MAMBA)]

@@ -2,6 +2,10 @@
 
 On a machine without CUDA, importing scanforge before triton sets ``TRITON_INTERPRET=1`` (unless
 set already): the Triton backend then runs its kernels interpreted on CPU tensors.
+
+The package root assembles the public API and hands the backends the tuning layer's config rule (tuned
+configs for this machine, else the defaults). The folders are the stages of the pipeline (kernels, backends,
+testing, tuning, cli) and import one way; the README's "How the code is laid out" gives the rule.
 """
 
 import os
@@ -12,11 +16,13 @@ import torch
 if "triton" not in sys.modules and "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 
+from ._version import __version__  # noqa: E402
 from .decode import DecodeWindow, selective_state_update  # noqa: E402
-from .ir import Direction, GateMode, GatherSpec, ScanSpec  # noqa: E402
+from .kernels.ir import Direction, GateMode, GatherSpec, ScanSpec  # noqa: E402
 from .ops import selective_scan, topk_gather  # noqa: E402
+from .tuning import configs as _configs  # noqa: E402
 
-__version__ = "0.1.0"
+_configs.install()  # kernels run with the configs tuned for this machine, else the defaults
 
 __all__ = [
     "DecodeWindow", "Direction", "GatherSpec", "GateMode", "ScanSpec", "selective_scan", "selective_state_update",

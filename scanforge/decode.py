@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from . import backends
-from .validate import check_decode_args, decode_spec_for
+from .kernels.validate import check_decode_args, decode_spec_for
 
 __all__ = ["DecodeWindow", "selective_state_update"]
 

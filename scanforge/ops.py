@@ -11,7 +11,7 @@ from torch import Tensor
 
 from . import backends
 from .backends.base import SCAN_GRAD_NAMES, ScanInputs
-from .validate import check_gather_args, check_scan_args, gather_spec_for, scan_spec_for
+from .kernels.validate import check_gather_args, check_scan_args, gather_spec_for, scan_spec_for
 
 __all__ = ["selective_scan", "topk_gather"]
 
@@ -74,7 +74,7 @@ _selective_scan_op.register_autograd(_backward, setup_context=_setup_context)
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, *,
                    direction="causal", stride=1, gate=None, gate_threshold=0.5, gate_mode="hard",
                    initial_state=None, return_last_state=False, cu_seqlens=None, backend=None):
-    """Selective scan (Mamba's S6), the variants of :func:`scanforge.reference.selective_scan_ref`.
+    """Selective scan (Mamba's S6), the variants of :func:`scanforge.kernels.reference.selective_scan_ref`.
 
     Args:
         u, delta, z: ``[batch, dim, L]``, one floating dtype (float32, float16 or bfloat16).

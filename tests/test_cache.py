@@ -8,10 +8,11 @@ import warnings
 
 import pytest
 
-from scanforge import cache
-from scanforge.configs import config_for, default_config
-from scanforge.fingerprint import SCHEMA_VERSION, fingerprint
-from scanforge.ir import ScanSpec
+from scanforge.kernels import codegen
+from scanforge.kernels.ir import ScanSpec
+from scanforge.tuning import cache
+from scanforge.tuning.configs import config_for, default_config
+from scanforge.tuning.fingerprint import SCHEMA_VERSION, fingerprint
 
 SPEC = ScanSpec(has_D=True)
 SHAPE = (2, 100, 300, 16)
@@ -35,6 +36,16 @@ def test_buckets_round_sizes_up_to_powers_of_two_and_keep_N():
     assert cache.bucket((2, 100, 300, 16)) == (2, 128, 512, 16)
     assert cache.bucket((1, 1, 1, 4)) == (1, 1, 1, 4)
     assert cache.bucket((3, 1536, 2048, 16)) == (4, 2048, 2048, 16)
+
+
+def test_the_fingerprint_keeps_its_parts():
+    """Each shipped backend's fingerprint names the same parts as the files written before the backends declared
+    them (device, library and version, templates hash, torch, scanforge, schema): an existing cache keeps working."""
+    libraries = {"reference": "torch", "numba_cpu": "numba", "triton": "triton", "numba_cuda": "numba-cuda"}
+    for name, library in libraries.items():
+        fp = fingerprint(name)
+        assert set(fp) == {"schema", "backend", "device", "library", "torch", "scanforge", "kernels"}, name
+        assert fp["library"].split()[0] == library and fp["kernels"] == codegen.templates_hash(name), name
 
 
 def test_a_stored_config_is_used_by_the_next_call_and_by_near_shapes():

@@ -4,9 +4,9 @@ import ast
 
 import pytest
 
-from scanforge import codegen
-from scanforge.configs import default_config
-from scanforge.ir import Direction, GatherSpec, ScanSpec
+from scanforge.kernels import codegen
+from scanforge.kernels.ir import Direction, GatherSpec, ScanSpec
+from scanforge.tuning.configs import default_config
 
 CONFIG = dict(BLOCK_D=4, BLOCK_L=32, num_warps=4)
 

@@ -10,9 +10,9 @@ import torch
 from helpers import DEVICE
 
 import scanforge as sf
-from scanforge.accuracy import rel_error
 from scanforge.compat import mamba_ssm as mc
-from scanforge.reference import selective_scan_ref as sf_scan_ref
+from scanforge.kernels.reference import selective_scan_ref as sf_scan_ref
+from scanforge.testing.accuracy import rel_error
 
 SCAN_PARAMS = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "delta_softplus", "return_last_state",
                "cu_seqlens"]

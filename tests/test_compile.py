@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from scanforge import aot, compile_plan
-from scanforge.variants import DECODE_VARIANTS, GATHER_VARIANTS, SCAN_VARIANTS
+from scanforge.kernels.variants import DECODE_VARIANTS, GATHER_VARIANTS, SCAN_VARIANTS
+from scanforge.tuning import aot, compile_plan
 
 
 def _scanforge(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess:

@@ -1,6 +1,6 @@
 """The conformance suite tests itself: a right plug-in backend passes, a deliberately wrong one is
 caught with a clear message and a runnable reproducer, the tuner refuses to cache a config that
-fails the suite, and ``pytest --pyargs scanforge.conformance`` runs in a user's CI."""
+fails the suite, and ``pytest --pyargs scanforge.testing.conformance`` runs in a user's CI."""
 
 import json
 import os
@@ -12,13 +12,15 @@ import optuna
 import pytest
 from toy_backend import ToyBackend
 
-from scanforge import backends, cache, conformance
-from scanforge.check import load_config_file, spec_from_key, tuned_entries, verify_entries
+from scanforge import backends
 from scanforge.cli import main
-from scanforge.ir import ScanSpec
-from scanforge.trials import Task, TrialRunner
-from scanforge.tuner import tune
-from scanforge.variants import DECODE_VARIANTS, GATHER_VARIANTS, SCAN_VARIANTS
+from scanforge.cli.check import load_config_file, tuned_entries, verify_entries
+from scanforge.kernels.ir import ScanSpec, spec_from_key
+from scanforge.kernels.variants import DECODE_VARIANTS, GATHER_VARIANTS, SCAN_VARIANTS
+from scanforge.testing import conformance
+from scanforge.tuning import cache
+from scanforge.tuning.trials import Task, TrialRunner
+from scanforge.tuning.tuner import tune
 
 HERE = Path(__file__).parent
 
@@ -176,7 +178,7 @@ def test_pytest_entry_point_runs_the_suite_in_a_users_ci(tmp_path):
     env = dict(os.environ, SCANFORGE_CHECK_BACKENDS="reference", SCANFORGE_CHECK_QUICK="1",
                SCANFORGE_CACHE_DIR=str(tmp_path))
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs",
-                           "scanforge.conformance", "-k", "law or causal"], capture_output=True, text=True,
+                           "scanforge.testing.conformance", "-k", "law or causal"], capture_output=True, text=True,
                           cwd=tmp_path, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and "failed" not in proc.stdout

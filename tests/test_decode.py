@@ -8,10 +8,10 @@ import torch
 from helpers import DEVICE, backends_for
 
 import scanforge as sf
-from scanforge.accuracy import rel_error
-from scanforge.ir import ScanSpec
+from scanforge.kernels.ir import ScanSpec
+from scanforge.kernels.variants import DECODE_VARIANTS
 from scanforge.testing import assert_matches_reference, random_decode_inputs
-from scanforge.variants import DECODE_VARIANTS
+from scanforge.testing.accuracy import rel_error
 
 BACKENDS = backends_for(ScanSpec(phase="decode"))
 

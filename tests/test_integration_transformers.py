@@ -12,7 +12,7 @@ from transformers.models.mamba import modeling_mamba  # noqa: E402
 
 import scanforge.decode  # noqa: E402
 import scanforge.ops  # noqa: E402
-from scanforge.accuracy import rel_error  # noqa: E402
+from scanforge.testing.accuracy import rel_error  # noqa: E402
 
 VOCAB = 48
 

@@ -1,6 +1,6 @@
 import pytest
 
-from scanforge.ir import Direction, GateMode, GatherSpec, Phase, ScanSpec, Summary
+from scanforge.kernels.ir import Direction, GateMode, GatherSpec, Phase, ScanSpec, Summary
 
 
 def test_scan_key_is_stable_and_readable():

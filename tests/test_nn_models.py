@@ -11,7 +11,7 @@ from helpers import DEVICE
 
 import scanforge.nn as snn
 from scanforge import backends
-from scanforge.ir import ScanSpec
+from scanforge.kernels.ir import ScanSpec
 
 KERNELS = [name for name in ("numba_cpu", "triton")
            if name in backends.names() and backends.get(name).unavailable_reason() is None

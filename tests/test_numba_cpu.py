@@ -12,9 +12,9 @@ pytest.importorskip("numba")
 
 _RUN = """
 import json, sys, time, torch
-from scanforge import codegen
+from scanforge.kernels import codegen
 from scanforge.backends.numba_cpu import _module
-from scanforge.ir import ScanSpec
+from scanforge.kernels.ir import ScanSpec
 import scanforge as sf
 if sys.argv[1] == "other-first":  # load an unrelated kernel module first: module load order differs
     codegen.load(ScanSpec(stride=2), "numba_cpu", {"LAYOUT": "channels", "EXP": "poly", "BLOCK_D": 16, "CHUNK_L": 64})

@@ -15,7 +15,7 @@ _INSPECT = """
 import json
 from numba.cuda.dispatcher import CUDACache
 from scanforge.backends.numba_cuda import _module
-from scanforge.ir import GatherSpec, Phase, ScanSpec
+from scanforge.kernels.ir import GatherSpec, Phase, ScanSpec
 found = {}
 for name, spec, shape in [("forward", ScanSpec(), (2, 8, 32, 4)),
                           ("backward", ScanSpec(phase=Phase.BACKWARD), (2, 8, 32, 4)),

@@ -5,8 +5,8 @@ import torch
 from helpers import DEVICE, backends_for, kernel_backends
 
 import scanforge as sf
-from scanforge.accuracy import random_scan_inputs, rel_error
-from scanforge.ir import GatherSpec, ScanSpec
+from scanforge.kernels.ir import GatherSpec, ScanSpec
+from scanforge.testing.accuracy import random_scan_inputs, rel_error
 
 SPEC = ScanSpec(has_D=True, has_z=True, has_delta_bias=True, softplus=True, has_initial_state=True,
                 return_last_state=True)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scanforge.reference import selective_scan_ref, selective_state_update_ref, topk_gather_ref
+from scanforge.kernels.reference import selective_scan_ref, selective_state_update_ref, topk_gather_ref
 
 
 def _inputs(batch=2, dim=3, L=12, N=4, groups=None, seed=0):

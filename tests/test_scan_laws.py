@@ -1,10 +1,10 @@
-"""The metamorphic laws of :mod:`scanforge.laws` (one data entry each) on every backend that
+"""The metamorphic laws of :mod:`scanforge.testing.laws` (one data entry each) on every backend that
 implements the variants a law needs; the conformance suite runs the same entries."""
 
 import pytest
 from helpers import DEVICE, kernel_backends
 
-from scanforge.laws import LAWS, Runner
+from scanforge.testing.laws import LAWS, Runner
 
 BACKENDS = kernel_backends()
 

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 import scanforge as sf
 from scanforge import backends
-from scanforge.accuracy import GRAD_TOLERANCE, check_scan, random_scan_inputs
-from scanforge.ir import ScanSpec
+from scanforge.kernels.ir import ScanSpec
 from scanforge.testing import SCAN_FAMILIES, assert_matches_reference, scan_examples, scan_specs
+from scanforge.testing.accuracy import GRAD_TOLERANCE, check_scan, random_scan_inputs
 
 BACKENDS = kernel_backends()
 

@@ -4,7 +4,7 @@ error naming the file and key; constraints filter the grid."""
 import pytest
 
 from scanforge import backends
-from scanforge.spaces import backend_spaces, parse_file
+from scanforge.tuning.spaces import backend_spaces, parse_file
 
 GOOD = """
 [scan_fwd]

@@ -7,7 +7,8 @@ import torch
 from hypothesis import find, given, settings
 from hypothesis import strategies as st
 
-from scanforge.ir import GatherSpec, ScanSpec
+from scanforge.kernels.ir import GatherSpec, ScanSpec
+from scanforge.kernels.validate import check_decode_args, check_gather_args, check_scan_args
 from scanforge.testing import (
     ReferenceMismatch,
     ScanExample,
@@ -19,7 +20,6 @@ from scanforge.testing import (
     scan_specs,
     spec_source,
 )
-from scanforge.validate import check_decode_args, check_gather_args, check_scan_args
 
 FAST = settings(max_examples=60, deadline=None)
 

@@ -8,10 +8,10 @@ from hypothesis import strategies as st
 
 import scanforge as sf
 from scanforge import backends
-from scanforge.accuracy import check_gather, passes, random_gather_inputs
-from scanforge.ir import GatherSpec
-from scanforge.reference import topk_gather_ref
+from scanforge.kernels.ir import GatherSpec
+from scanforge.kernels.reference import topk_gather_ref
 from scanforge.testing import assert_matches_reference, gather_examples, gather_specs
+from scanforge.testing.accuracy import check_gather, passes, random_gather_inputs
 
 BACKENDS = backends_for(GatherSpec())
 

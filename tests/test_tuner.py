@@ -12,12 +12,13 @@ import optuna
 import pytest
 from toy_backend import ToyBackend
 
-from scanforge import backends, cache
-from scanforge.configs import config_for
-from scanforge.ir import ScanSpec
-from scanforge.trials import Task, TrialRunner
-from scanforge.tuner import study_name, tune
-from scanforge.worker import SubprocessRunner
+from scanforge import backends
+from scanforge.kernels.ir import ScanSpec
+from scanforge.tuning import cache
+from scanforge.tuning.configs import config_for
+from scanforge.tuning.trials import Task, TrialRunner
+from scanforge.tuning.tuner import study_name, tune
+from scanforge.tuning.worker import SubprocessRunner
 
 HERE = Path(__file__).parent
 TASK = Task("toy", ScanSpec(has_D=True), (1, 8, 32, 4), "toy")
@@ -142,8 +143,8 @@ def test_the_next_op_call_runs_the_tuned_config(tmp_path):
     import torch
 
     import scanforge as sf
-    from scanforge import codegen
-    from scanforge.configs import default_config
+    from scanforge.kernels import codegen
+    from scanforge.tuning.configs import default_config
 
     spec = ScanSpec(has_D=True)
     tuned = dict(default_config("numba_cpu", spec), BLOCK_D=8 if default_config("numba_cpu", spec)["BLOCK_D"] != 8

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from scanforge.backends.base import Backend
 from scanforge.backends.reference import ReferenceBackend
-from scanforge.ir import Direction, ScanSpec
+from scanforge.kernels.ir import Direction, ScanSpec
 
 _REFERENCE = ReferenceBackend()
 #: Seconds one call of the "right" mode sleeps per unit of WORK: timings that differ by config.

@@ -1,4 +1,12 @@
-"""The backend registry: names to backends, and the choice for a device when none is named."""
+"""Backends: how a kernel runs.
+
+Owns the registry (names to backends, and the choice for a device when none is named), the interface every backend
+implements (:mod:`.base`), the shipped backends (reference, triton, numba_cpu, numba_cuda) and the hook through which a
+backend gets the config it runs with (:mod:`.configs`). May import :mod:`scanforge.kernels` only: a backend declares
+its search-space file and its fingerprint parts for the tuning layer to read, and is handed its config, instead of
+importing the tuner's cache. A new backend is a :class:`Backend` subclass here, or in a plug-in module that calls
+:func:`register` (``SCANFORGE_PLUGINS`` names such modules for child processes).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,7 @@ import os
 
 import torch
 
-from ..ir import GatherSpec, ScanSpec
+from ..kernels.ir import GatherSpec, ScanSpec
 from .base import Backend, ScanInputs
 from .numba_cpu import NumbaCPUBackend
 from .numba_cuda import NumbaCUDABackend

@@ -5,12 +5,16 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import platform
 from abc import ABC, abstractmethod
+from functools import cache
+from importlib import metadata
 from typing import NamedTuple
 
 import torch
 
-from ..ir import GatherSpec, ScanSpec
+from ..kernels import codegen
+from ..kernels.ir import GatherSpec, ScanSpec
 
 
 class ScanInputs(NamedTuple):
@@ -50,11 +54,50 @@ def new_output(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype, device=device)
 
 
+@cache
+def cpu_name() -> str:
+    """The CPU model (``model name`` of /proc/cpuinfo on Linux), with the core count."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{name} x{torch.get_num_threads()} threads"
+
+
+@cache
+def gpu_name() -> str:
+    """The current CUDA device and its compute capability."""
+    index = torch.cuda.current_device()
+    major, minor = torch.cuda.get_device_capability(index)
+    return f"{torch.cuda.get_device_name(index)} sm_{major}{minor}"
+
+
+def version_of(distribution: str) -> str:
+    """The installed version of a distribution, or ``"absent"``."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
 class Backend(ABC):
-    """A way to run the kernel families. Stateless apart from caches of compiled kernels."""
+    """A way to run the kernel families. Stateless apart from caches of compiled kernels.
+
+    Besides running kernels, a backend declares what the tuning layer needs to know about it: its search spaces
+    (:meth:`search_space_file`) and what a tuned config of it depends on (:meth:`fingerprint_parts`). It never
+    looks configs up itself: a kernel run without a forced config takes :func:`scanforge.backends.configs.config_for`,
+    which the tuning layer provides.
+    """
 
     name: str
     requires: str | None = None  # the package the backend's kernels need
+    #: The distribution whose version a tuned config depends on (a fingerprint part); None: ``requires``, else torch.
+    library: str | None = None
 
     def unavailable_reason(self) -> str | None:
         """Why this backend cannot run on this machine (a missing library), or None."""
@@ -63,16 +106,22 @@ class Backend(ABC):
         return None
 
     def search_space_file(self):
-        """The backend's search spaces (``autotune/<name>.toml`` in the package; a plug-in names its own)."""
-        from ..spaces import shipped_space_file
-
-        return shipped_space_file(self.name)
+        """The backend's search spaces (a TOML file, see :mod:`scanforge.tuning.spaces`). None, the default, means
+        the package's ``scanforge/tuning/autotune/<name>.toml``, where the shipped backends keep theirs; a plug-in
+        names its own file."""
+        return None
 
     def device_name(self) -> str:
         """The device this backend's kernels run on here, as a tuned config's cache key names it."""
-        from ..fingerprint import cpu_name, gpu_name
-
         return gpu_name() if self.runs_on_gpu() else cpu_name()
+
+    def fingerprint_parts(self) -> dict[str, str]:
+        """What a tuned config of this backend is valid for, besides the cache schema and the torch and scanforge
+        versions (:func:`scanforge.tuning.fingerprint.fingerprint` adds those): the device, the version of the
+        kernels' library and a hash of the backend's templates."""
+        library = self.library or self.requires or "torch"
+        return {"device": self.device_name(), "library": f"{library} {version_of(library)}",
+                "kernels": codegen.templates_hash(self.name)}
 
     def runs_on_gpu(self) -> bool:
         """Whether kernels run on a GPU on this machine (simulators and interpreters run on the CPU)."""

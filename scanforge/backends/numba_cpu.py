@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .. import codegen
-from ..configs import config_for, default_config
-from ..ir import GatherSpec, ScanSpec
+from ..kernels import codegen
+from ..kernels.ir import GatherSpec, ScanSpec
 from .base import Backend, ScanInputs
+from .configs import config_for, default_config
 
 
 def _np(t: torch.Tensor | None, shape=(0,)) -> np.ndarray:

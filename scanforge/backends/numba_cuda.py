@@ -15,10 +15,10 @@ import os
 import numpy as np
 import torch
 
-from .. import codegen
-from ..configs import config_for
-from ..ir import Direction, GatherSpec, ScanSpec
+from ..kernels import codegen
+from ..kernels.ir import Direction, GatherSpec, ScanSpec
 from .base import Backend, ScanInputs, new_output
+from .configs import config_for
 
 _F32 = torch.float32
 
@@ -97,6 +97,7 @@ def _longest(inputs: ScanInputs) -> int:
 class NumbaCUDABackend(Backend):
     name = "numba_cuda"
     requires = "numba"
+    library = "numba-cuda"  # the kernels' compiler: its version is a part of the tuned configs' fingerprint
 
     def unavailable_reason(self) -> str | None:
         reason = super().unavailable_reason()

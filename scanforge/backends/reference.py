@@ -1,11 +1,11 @@
-"""The reference backend: :mod:`scanforge.reference` in float64, cast back to the input dtypes."""
+"""The reference backend: :mod:`scanforge.kernels.reference` in float64, cast back to the input dtypes."""
 
 from __future__ import annotations
 
 import torch
 
-from ..ir import GatherSpec, ScanSpec
-from ..reference import selective_scan_ref, selective_state_update_ref, topk_gather_ref
+from ..kernels.ir import GatherSpec, ScanSpec
+from ..kernels.reference import selective_scan_ref, selective_state_update_ref, topk_gather_ref
 from .base import SCAN_GRAD_NAMES, Backend, ScanInputs
 
 

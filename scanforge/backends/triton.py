@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from .. import codegen
-from ..configs import config_for
-from ..ir import GatherSpec, ScanSpec
+from ..kernels import codegen
+from ..kernels.ir import GatherSpec, ScanSpec
 from . import triton_interpreter
 from .base import Backend, ScanInputs, new_output
+from .configs import config_for
 
 
 def _module(spec: ScanSpec | GatherSpec, shape: tuple[int, ...], device: torch.device, config: dict | None):

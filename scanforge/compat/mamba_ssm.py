@@ -24,7 +24,7 @@ from torch import Tensor
 
 from .. import decode as _decode
 from .. import ops as _ops
-from .. import reference as _reference
+from ..kernels import reference as _reference
 
 __all__ = ["selective_scan_fn", "selective_scan_ref", "selective_state_update", "selective_state_update_ref"]
 

@@ -1,4 +1,14 @@
-"""Property testing for users: Hypothesis strategies that draw valid specs and matching inputs, and
+"""Testing: what "correct" means, in one place.
+
+Owns the comparison with the float64 reference (:mod:`.accuracy`: random inputs, relative errors, per-dtype
+tolerances; :mod:`.assertions`), the metamorphic laws (:mod:`.laws`), the conformance suite behind ``scanforge
+check``, ``pytest --pyargs scanforge.testing.conformance`` and the tuner's gate (:mod:`.conformance`), and the
+Hypothesis strategies and examples that define a valid input (:mod:`.strategies`, :mod:`.examples`). May import the
+kernels, the backends and the ops; the tuning layer imports it (every trial and every winner is proved here), never
+the other way round. A new law is one entry of :data:`.laws.LAWS`; a new variant to check, one of
+:mod:`scanforge.kernels.variants`.
+
+Property testing for users: Hypothesis strategies that draw valid specs and matching inputs, and
 assertions that compare any backend (with any tiling config) against the float64 reference.
 
 One source of truth for what a valid input is: scanforge's own tests draw from these strategies.

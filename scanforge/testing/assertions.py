@@ -7,10 +7,14 @@ from collections.abc import Mapping
 
 import torch
 
-from ..accuracy import bound, failures, gather_case, reference_outputs, rel_error
+from .. import backends
 from ..backends.base import SCAN_GRAD_NAMES, ScanInputs
-from ..ir import GatherSpec, Phase, ScanSpec
-from ..reference import selective_state_update_ref
+from ..decode import DecodeWindow, selective_state_update
+from ..kernels.codegen import family
+from ..kernels.ir import GatherSpec, Phase, ScanSpec
+from ..kernels.reference import selective_state_update_ref
+from ..ops import selective_scan, topk_gather
+from .accuracy import bound, failures, gather_case, reference_outputs, rel_error
 from .examples import DecodeInputs, GatherInputs
 
 
@@ -35,8 +39,6 @@ def _worst_element(out: torch.Tensor, ref: torch.Tensor) -> str:
 
 
 def _configs_for(configs: Mapping[str, Mapping] | None, spec) -> dict | None:
-    from ..codegen import family
-
     chosen = (configs or {}).get(family(spec))
     return None if chosen is None else dict(chosen)
 
@@ -45,14 +47,12 @@ def _scan_run(backend: str, spec: ScanSpec, x: ScanInputs, dy, dh, grads: bool, 
     """``(y, h_last or None, grads)``: through the public op and autograd when no config is forced
     (the user's path), else straight through the backend with the forced configs."""
     if configs is None:
-        import scanforge as sf
-
         leaves = [None if t is None else t.detach().clone().requires_grad_(grads) for t in x.tensors]
         u, delta, A, B, C, D, z, delta_bias, gate, h0 = leaves
-        out = sf.selective_scan(u, delta, A, B, C, D, z, delta_bias, spec.softplus, direction=spec.direction.value,
-                                stride=spec.stride, gate=gate, gate_threshold=x.gate_threshold,
-                                gate_mode=spec.gate_mode.value, initial_state=h0,
-                                return_last_state=spec.return_last_state, cu_seqlens=x.cu_seqlens, backend=backend)
+        out = selective_scan(u, delta, A, B, C, D, z, delta_bias, spec.softplus, direction=spec.direction.value,
+                             stride=spec.stride, gate=gate, gate_threshold=x.gate_threshold,
+                             gate_mode=spec.gate_mode.value, initial_state=h0,
+                             return_last_state=spec.return_last_state, cu_seqlens=x.cu_seqlens, backend=backend)
         y, h_last = out if spec.return_last_state else (out, None)
         g = {}
         if grads:
@@ -60,8 +60,6 @@ def _scan_run(backend: str, spec: ScanSpec, x: ScanInputs, dy, dh, grads: bool, 
             loss.backward()
             g = {n: t.grad for n, t in zip(SCAN_GRAD_NAMES, leaves) if t is not None}
         return y.detach(), None if h_last is None else h_last.detach(), g
-    from .. import backends
-
     b = backends.get(backend)
     fwd = dataclasses.replace(spec, phase=Phase.FORWARD)
     y, h_last = b.scan_forward(fwd, x, _configs_for(configs, fwd))
@@ -102,19 +100,15 @@ def _gather_errors(backend, spec: GatherSpec, inputs: GatherInputs, grads, seed,
     case = gather_case(fwd, x, k, scores, grads=grads, seed=seed)
     ref, ref_idx, gout = case.out, case.idx, case.gout
     if configs is None:
-        import scanforge as sf
-
         xs = x.detach().clone().requires_grad_(grads)
         ss = None if scores is None else scores.detach().clone().requires_grad_(grads)
         summary, weight = (None if v.value == "none" else v.value for v in (spec.summary, spec.weight))
-        out, idx = sf.topk_gather(xs, k, ss, keep_order=spec.keep_order, summary=summary, weight=weight,
-                                  backend=backend)
+        out, idx = topk_gather(xs, k, ss, keep_order=spec.keep_order, summary=summary, weight=weight,
+                               backend=backend)
         if grads:
             (out.float() * gout.float()).sum().backward()
         got = (xs.grad, None if ss is None else ss.grad) if grads else None
     else:
-        from .. import backends
-
         b = backends.get(backend)
         out, idx, slot = b.gather_forward(fwd, x, k, scores, _configs_for(configs, fwd))
         got = b.gather_backward(fwd, x, k, scores, slot, gout, _configs_for(configs, fwd.adjoint())) if grads \
@@ -141,17 +135,11 @@ def _decode_errors(backend, spec: ScanSpec, inputs: DecodeInputs, configs):
         gate_threshold=ref_in.gate_threshold, gate_mode=spec.gate_mode, window=ref_in.window)
     run = inputs.clone()
     if configs is None:
-        import scanforge as sf
-
-        from ..decode import DecodeWindow
-
         window = None if run.window is None else DecodeWindow(*run.window)
-        out = sf.selective_state_update(run.state, *run[1:9], spec.softplus, stride=spec.stride, gate=run.gate,
-                                        gate_threshold=run.gate_threshold, gate_mode=spec.gate_mode.value,
-                                        window=window, backend=backend)
+        out = selective_state_update(run.state, *run[1:9], spec.softplus, stride=spec.stride, gate=run.gate,
+                                     gate_threshold=run.gate_threshold, gate_mode=spec.gate_mode.value,
+                                     window=window, backend=backend)
     else:
-        from .. import backends
-
         out = backends.get(backend).scan_decode(spec, run.state, *run[1:10], run.gate_threshold, run.window,
                                                 _configs_for(configs, spec))
     pairs = {"out": (out, ref_out), "state": (run.state, ref_state)}
@@ -192,7 +180,7 @@ def assert_matches_reference(backend: str, spec: ScanSpec | GatherSpec, inputs, 
                              seed: int = 1, configs: Mapping[str, Mapping] | None = None,
                              variant: str | None = None) -> dict[str, float]:
     """Check ``backend`` on ``inputs`` against the float64 reference with the per-dtype tolerances
-    of :mod:`scanforge.accuracy` (forward and, if ``grads``, every gradient); return the errors.
+    of :mod:`scanforge.testing.accuracy` (forward and, if ``grads``, every gradient); return the errors.
 
     ``inputs``: :class:`ScanInputs` for a scan spec, :class:`GatherInputs` (or ``(x, k, scores)``)
     for a gather spec, :class:`DecodeInputs` for a decode spec. Without ``configs`` the public op

@@ -8,9 +8,9 @@ from typing import NamedTuple
 
 import torch
 
-from ..accuracy import random_gather_inputs, random_scan_inputs
 from ..backends.base import ScanInputs
-from ..ir import GatherSpec, Phase, ScanSpec
+from ..kernels.ir import GatherSpec, Phase, ScanSpec
+from .accuracy import random_gather_inputs, random_scan_inputs
 
 SCAN_FAMILIES: dict[str, dict] = {
     "causal": {},

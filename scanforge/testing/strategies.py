@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
-from ..ir import DTYPES, GatherSpec, Phase, ScanSpec
+from .. import backends
+from ..kernels.ir import DTYPES, GatherSpec, Phase, ScanSpec
 from .examples import EDGE_LENGTHS, SCAN_FAMILIES, GatherExample, ScanExample
 
 
@@ -41,8 +42,6 @@ def scan_specs(families: Sequence[str] | None = None, *, dtypes: Sequence[str] =
     if phase == "decode":
         families = [f for f in families if SCAN_FAMILIES[f].get("direction") is None]
     if backend is not None:
-        from .. import backends
-
         b, dev = backends.get(backend), torch.device(device)
         families = [f for f in families
                     if b.unsupported_reason(ScanSpec(**SCAN_FAMILIES[f], phase=phase), dev) is None]
@@ -70,7 +69,7 @@ def scan_examples(spec: ScanSpec, *, max_batch: int = 2, max_dim: int = 4, max_L
     """:class:`ScanExample` s matching ``spec``. ``max_dim`` is per group (dim = groups x 1..max_dim);
     ``edge_cases`` favours L = 1 and lengths either side of chunk sizes (every L up to ``max_L``
     stays possible); ``layouts`` draws non-contiguous strides; ``extreme_dt`` sometimes spreads
-    dt over :data:`scanforge.accuracy.EXTREME_DT`."""
+    dt over :data:`scanforge.testing.accuracy.EXTREME_DT`."""
     st = _st()
     if max_batch < 1 or max_dim < 1 or max_L < 1 or not Ns:
         raise ValueError(f"scan_examples: sizes must be >= 1, got max_batch={max_batch}, max_dim={max_dim}, "

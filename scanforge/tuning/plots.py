@@ -15,7 +15,7 @@ def _safe(name: str) -> str:
 
 def plot_study(outcome: Outcome, storage, directory: str | Path) -> Path:
     """Trial time vs trial number (failed trials marked), the best-so-far curve and the default."""
-    import matplotlib
+    import matplotlib  # heavy, and only `scanforge tune --plot` needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
+from ..kernels.codegen import family
+from ..kernels.ir import GatherSpec, Phase, ScanSpec
+from ..kernels.variants import DECODE_VARIANTS, GATHER_VARIANTS, SCAN_VARIANTS
 from . import aot
-from .codegen import family
-from .ir import GatherSpec, Phase, ScanSpec
 from .spaces import space_for
-from .variants import DECODE_VARIANTS, GATHER_VARIANTS, SCAN_VARIANTS
 
 #: (op table, phases, default shape) per kind of kernel: the GPU default workload's typical shapes
 #: (Mamba-1.4B width at 2K tokens; LLaVA-1.5's 576 visual tokens kept to 144).
@@ -104,6 +104,10 @@ def _kind_jobs(backend, kind, shape, targets, variants, phases, dtypes, configs,
             jobs += [Job(backend, variant, base, shape, tuple(sorted(c.items())), dtypes, targets)
                      for c in candidates]
     return jobs
+
+
+def config_text(config: Mapping) -> str:
+    return " ".join(f"{k}={v}" for k, v in config.items())
 
 
 _numba_memo: dict[tuple, aot.KernelReport] = {}

@@ -29,8 +29,13 @@ from types import SimpleNamespace
 
 import torch
 
-from .backends.base import ScanInputs
-from .ir import GatherSpec, Phase, ScanSpec
+from .. import backends
+from ..backends import numba_cuda
+from ..backends.base import ScanInputs
+from ..backends.numba_cuda import simulated
+from ..backends.triton import interpreted
+from ..kernels import codegen
+from ..kernels.ir import GatherSpec, Phase, ScanSpec
 
 GPU_BACKENDS = ("triton", "numba_cuda")
 
@@ -131,9 +136,6 @@ def compile_environment() -> dict[str, str]:
 
 def check_compiling_process() -> None:
     """Refuse to run in a process whose triton is interpreted or whose numba is simulated."""
-    from .backends.numba_cuda import simulated
-    from .backends.triton import interpreted
-
     if interpreted() or simulated():
         raise RuntimeError("ahead-of-time compilation needs triton compiled and numba without its simulator: "
                            "run it in a process started with TRITON_INTERPRET=0 NUMBA_ENABLE_CUDASIM=0")
@@ -173,8 +175,6 @@ class _TritonRecorder:
 def _recording(backend: str, launches: list[Launch]) -> Iterator[None]:
     """Swap the kernels of every generated module (triton) or the launch function (numba) for recorders."""
     if backend == "numba_cuda":
-        from .backends import numba_cuda
-
         real = numba_cuda._launch
 
         def record(kernel, work, threads, device, *args):
@@ -186,9 +186,7 @@ def _recording(backend: str, launches: list[Launch]) -> Iterator[None]:
         finally:
             numba_cuda._launch = real
         return
-    from triton.runtime.jit import JITFunction
-
-    from . import codegen
+    from triton.runtime.jit import JITFunction  # triton is optional: imported when a Triton kernel is compiled
 
     swapped = []
     real_load = codegen.load
@@ -271,8 +269,6 @@ def _call(backend, spec: ScanSpec | GatherSpec, shape: tuple[int, ...], config: 
 
 def capture(backend_name: str, spec: ScanSpec | GatherSpec, shape: tuple[int, ...], config: Mapping) -> list[Launch]:
     """The kernel launches the backend makes for ``spec`` at ``shape`` with ``config``, not run."""
-    from . import backends
-
     backend = backends.get(backend_name)
     launches: list[Launch] = []
     with _recording(backend_name, launches):
@@ -428,11 +424,9 @@ def infeasible(backend: str, spec: ScanSpec | GatherSpec, shape: tuple[int, ...]
                target_name: str) -> str | None:
     """Why ``config`` is not worth timing on ``target_name`` (a kernel fails to compile, spills,
     or is under its family's warps floor), or None."""
-    from .codegen import family
-
     for launch in capture(backend, spec, shape, config):
         report = compile_launch(launch, target(target_name))
-        why = verdict(family(spec), report)
+        why = verdict(codegen.family(spec), report)
         if why != "ok":
             return f"{target_name} {launch.name}: {report.error or why}"
     return None

@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from ..kernels.ir import GatherSpec, Phase, ScanSpec
 from .compile_plan import KINDS
-from .ir import GatherSpec, Phase, ScanSpec
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .backends.base import SCAN_GRAD_NAMES, Backend, ScanInputs
-from .ir import GatherSpec, ScanSpec
-from .reference import selective_scan_ref, topk_gather_ref
+from ..backends.base import SCAN_GRAD_NAMES, Backend, ScanInputs
+from ..kernels.ir import GatherSpec, ScanSpec
+from ..kernels.reference import selective_scan_ref, topk_gather_ref
 
 #: Relative-error bounds ``||out - ref|| / ||ref||`` by input dtype (DESIGN §5).
 FORWARD_TOLERANCE = {"float32": 1e-5, "float16": 1e-2, "bfloat16": 1e-2}

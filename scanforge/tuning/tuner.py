@@ -22,15 +22,16 @@ from dataclasses import dataclass, field
 import optuna
 import sqlalchemy
 
-from . import aot, backends, cache
+from .. import backends
+from ..paths import cache_dir
+from ..testing.conformance import verify_config
+from . import aot, cache
 from .configs import default_config
 from .fingerprint import fingerprint, fingerprint_id
-from .local_search import NeighborhoodSampler
-from .paths import cache_dir
+from .samplers import make_sampler
 from .spaces import SearchSpace, config_key, space_for
 from .trials import Task, TrialResult
 
-SAMPLERS = ("local", "tpe", "random", "grid")
 #: A tuned config must beat the default by this fraction in the interleaved re-timing.
 MIN_GAIN = 0.02
 #: At most this many suggestions per config to measure (infeasible and repeated ones are not measured).
@@ -93,19 +94,6 @@ def open_storage(url: str | None) -> optuna.storages.BaseStorage:
 def study_name(task: Task) -> str:
     shape = "x".join(map(str, cache.bucket(task.shape)))
     return f"{fingerprint_id(fingerprint(task.backend))}|{task.spec.key()}|{shape}"
-
-
-def make_sampler(name: str, space: SearchSpace, seed: int, shape: tuple[int, ...]) -> optuna.samplers.BaseSampler:
-    if name == "local":
-        return NeighborhoodSampler(space, shape, seed)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, max(space.size // 4, 1)))
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":
-        return optuna.samplers.GridSampler({k: list(v) for k, v in space.params.items()}, seed=seed)
-    raise ValueError(f"sampler: expected one of {SAMPLERS}, got {name!r} (scanforge spaces are lists of "
-                     "choices, which CMA-ES does not search)")
 
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -248,8 +236,7 @@ def _accept(outcome: Outcome, study: optuna.Study, runner, rounds: int, write_ca
                         f"when re-timed; default kept")
         outcome.seconds = outcome.default_seconds  # what runs from now on
         return
-    from .conformance import verify_config  # the same suite as `scanforge check`, with this config forced
-
+    # The same suite as `scanforge check`, with this config forced.
     failures = verify_config(task.backend, task.spec, best_config, task.shape)
     if failures:
         outcome.note = f"best config {best_config} failed the conformance suite; not cached: " + " | ".join(failures)

@@ -13,12 +13,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import backends
-from .spaces import space_for
-from .trials import Task, TrialRunner
-from .tuner import Outcome, open_storage, tune
-from .variants import DEFAULT_WORKLOAD, GATHER_VARIANTS, SCAN_VARIANTS, variant_spec
-from .worker import RunnerPool, SubprocessRunner
+from .. import backends
+from ..kernels.variants import DEFAULT_WORKLOAD, GATHER_VARIANTS, SCAN_VARIANTS, variant_spec
+from ..tuning import aot, compile_plan
+from ..tuning.plots import plot_study
+from ..tuning.spaces import space_for
+from ..tuning.trials import Task, TrialRunner
+from ..tuning.tuner import Outcome, open_storage, tune
+from ..tuning.worker import RunnerPool, SubprocessRunner
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -103,9 +105,6 @@ def geomean_speedup(outcomes: list[Outcome]) -> float:
 
 def dry_run(args, console: Console) -> int:
     """``--dry-run --target T``: compile every config of each study's space for T, list the feasible ones."""
-    from . import aot, compile_plan
-    from .compile_command import _config_text
-
     if not args.target:
         raise ValueError("--dry-run: name the GPU to plan for with --target (e.g. --target sm_90)")
     target = aot.target(args.target).name
@@ -121,7 +120,7 @@ def dry_run(args, console: Console) -> int:
         rows = compile_plan.run(jobs, on_rows=lambda _: progress.advance(bar))
     verdicts: dict[tuple, list[str]] = {}
     for r in rows:
-        key = (r["family"], r["variant"], r["dtype"], r["shape"], _config_text(r["config"]))
+        key = (r["family"], r["variant"], r["dtype"], r["shape"], compile_plan.config_text(r["config"]))
         verdicts.setdefault(key, []).append(r["verdict"])
     table = Table(title=f"scanforge tune --dry-run: configs that compile for {target} without spilling and "
                         f"reach the warps floor", title_justify="left")
@@ -180,8 +179,6 @@ def run(args) -> int:
                 progress.update(bar, completed=args.trials)
                 outcomes.append(outcome)
                 if args.plot:
-                    from .plots import plot_study
-
                     path = plot_study(outcome, storage, args.plot)
                     console.print(f"[dim]plot: {path}[/dim]")
     finally:

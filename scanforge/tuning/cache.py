@@ -1,7 +1,7 @@
 """Tuned configs on disk: one JSON file per device fingerprint, looked up on every kernel call.
 
 ``$SCANFORGE_CACHE_DIR/tuned/<fingerprint id>.json`` holds this machine's winners; the package's
-``cache/*.json`` ships winners for known GPUs and is read when the user has no entry. An entry is
+``tuning/shipped/*.json`` ships winners for known GPUs and is read when the user has no entry. An entry is
 keyed by the spec key and the shape bucket. A corrupt file, a newer schema or a file whose
 fingerprint is not this machine's is refused with one warning, never used silently. Writes go to
 a temporary file renamed over the old one, under a lock, so concurrent tuners lose nothing.
@@ -20,9 +20,12 @@ from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
 
+from .. import backends
+from ..backends import configs
+from ..kernels.ir import GatherSpec, ScanSpec
+from ..paths import cache_dir
 from .fingerprint import SCHEMA_VERSION, fingerprint, fingerprint_id
-from .ir import GatherSpec, ScanSpec
-from .paths import cache_dir
+from .spaces import backend_spaces
 
 _stores: dict[str, dict[str, dict]] = {}  # backend -> entries usable on this machine
 _memo: dict[tuple, dict | None] = {}  # (backend, spec, bucket) -> config: the per-call dict hit
@@ -52,7 +55,7 @@ def user_file(backend: str) -> Path:
 
 
 def shipped_files() -> list:
-    root = files("scanforge") / "cache"
+    root = files("scanforge.tuning") / "shipped"
     return sorted((f for f in root.iterdir() if f.name.endswith(".json")), key=lambda f: f.name) \
         if root.is_dir() else []
 
@@ -82,8 +85,6 @@ def read_file(source: str, text: str) -> dict | None:
 def _fits_space(backend: str, entry: dict) -> bool:
     """Whether a stored config is a point of the backend's current search space (a space that
     gained or lost a parameter since makes old entries unusable: a kernel would not render)."""
-    from .spaces import backend_spaces
-
     try:
         space = backend_spaces(backend)["_".join(entry["spec"].split("-")[:2])]
         config = entry["config"]
@@ -123,8 +124,6 @@ def load_entries(backend: str) -> dict[str, dict]:
 
 def forget() -> None:
     """Drop what was read (after the cache dir or the files changed)."""
-    from . import configs
-
     _stores.clear()
     _memo.clear()
     configs.forget()
@@ -211,8 +210,6 @@ def cache_files() -> list[tuple[str, dict | None]]:
 
 def is_this_machine(fp: dict) -> bool:
     """Whether a file's fingerprint is this machine's for its backend (so its entries are used)."""
-    from . import backends
-
     try:
         backend = backends.get(fp.get("backend", ""))
     except ValueError:

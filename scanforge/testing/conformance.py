@@ -1,7 +1,7 @@
 """The conformance suite: every op and variant against the float64 reference, every metamorphic law
-(:mod:`scanforge.laws`), and with ``deep`` Hypothesis-drawn inputs, on any backend and config.
+(:mod:`scanforge.testing.laws`), and with ``deep`` Hypothesis-drawn inputs, on any backend and config.
 
-One engine, three users: ``scanforge check`` (a table), ``pytest --pyargs scanforge.conformance``
+One engine, three users: ``scanforge check`` (a table), ``pytest --pyargs scanforge.testing.conformance``
 (a user's CI; the module's ``test_conformance`` is collected, knobs via ``SCANFORGE_CHECK_*``
 environment variables) and the tuner, whose :func:`verify_config` gate must pass before a tuned
 config is cached.
@@ -21,18 +21,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import backends, laws
-from .codegen import family
-from .ir import DTYPES, GatherSpec, Phase, ScanSpec
-from .testing import (
-    GatherExample,
-    ReferenceMismatch,
-    ScanExample,
-    assert_matches_reference,
-    random_decode_inputs,
-    spec_source,
-)
-from .variants import DECODE_VARIANTS, GATHER_VARIANTS, SCAN_VARIANTS
+from .. import backends
+from ..kernels.codegen import family
+from ..kernels.ir import DTYPES, GatherSpec, Phase, ScanSpec
+from ..kernels.variants import DECODE_VARIANTS, GATHER_VARIANTS, SCAN_VARIANTS
+from . import laws, strategies
+from .assertions import ReferenceMismatch, assert_matches_reference
+from .config_file import family_configs
+from .examples import GatherExample, ScanExample, random_decode_inputs, spec_source
 
 #: Input sizes of the reference rows: scan (batch, dim, L, N), gather (batch, T, d, k), decode (batch, dim, N).
 SIZES = {"quick": dict(scan=(1, 6, 40, 4), gather=(2, 30, 16, 10), decode=(2, 6, 4)),
@@ -155,8 +151,8 @@ def snippet(case: Case, body: str, configs: Mapping | None) -> str:
     return (f"# Reproduces `scanforge check` case {case.id}: python <this file>\n"
             "# (a plug-in backend's module must be importable, e.g. on PYTHONPATH)\n"
             f"import os\n\n{env}os.environ['SCANFORGE_POISON'] = '1'\n\n"
-            "from scanforge.ir import GatherSpec, ScanSpec  # noqa: E402,F401\n"
-            "from scanforge.laws import LAWS, Runner  # noqa: E402,F401\n"
+            "from scanforge.kernels.ir import GatherSpec, ScanSpec  # noqa: E402,F401\n"
+            "from scanforge.testing.laws import LAWS, Runner  # noqa: E402,F401\n"
             "from scanforge.testing import (  # noqa: E402,F401\n"
             "    GatherExample, ScanExample, assert_matches_reference, random_decode_inputs)\n\n"
             f"configs = {dict(configs) if configs else None!r}\n{body}\n")
@@ -198,25 +194,24 @@ def _run_law(case: Case, configs) -> Result:
 
 def _run_property(case: Case, configs) -> Result:
     """Hypothesis draws ``examples`` specs and inputs (seeded); the first failure is reported as is."""
+    # Hypothesis is needed for --deep only (the assertions and laws run without it).
     from hypothesis import HealthCheck, assume, given, settings
     from hypothesis import Phase as HPhase
     from hypothesis import seed as hseed
     from hypothesis import strategies as st
 
-    from . import testing
-
     device = _device(case.backend)
     failing: list = []
     worst: dict[str, float] = {}
     if case.op == "topk_gather":
-        specs = testing.gather_specs()
-        draw_example = testing.gather_examples
+        specs = strategies.gather_specs()
+        draw_example = strategies.gather_examples
     else:
         try:
-            specs = testing.scan_specs([case.name], backend=case.backend, device=device)
+            specs = strategies.scan_specs([case.name], backend=case.backend, device=device)
         except ValueError as e:
             return Result(case, "not implemented", message=str(e))
-        draw_example = testing.scan_examples
+        draw_example = strategies.scan_examples
 
     @settings(max_examples=case.examples, deadline=None, database=None, derandomize=False, print_blob=False,
               phases=(HPhase.explicit, HPhase.generate), suppress_health_check=list(HealthCheck))
@@ -353,13 +348,11 @@ def _env_configs() -> dict | None:
     path = os.environ.get("SCANFORGE_CHECK_CONFIG")
     if not path:
         return None
-    from .check import load_config_file
-
-    return load_config_file(path).families
+    return family_configs(path)
 
 
 def pytest_generate_tests(metafunc) -> None:
-    """``pytest --pyargs scanforge.conformance``: one test per case (``SCANFORGE_CHECK_BACKENDS``,
+    """``pytest --pyargs scanforge.testing.conformance``: one test per case (``SCANFORGE_CHECK_BACKENDS``,
     ``_QUICK``, ``_DEEP``, ``_EXAMPLES``, ``_SEED``, ``_CONFIG`` choose them)."""
     if "conformance_case" in metafunc.fixturenames:
         cases = _env_cases()
@@ -367,7 +360,7 @@ def pytest_generate_tests(metafunc) -> None:
 
 
 def test_conformance(conformance_case: Case) -> None:
-    import pytest
+    import pytest  # only this pytest entry point needs it
 
     result = run_case(conformance_case, _env_configs())
     if result.status == "not implemented":

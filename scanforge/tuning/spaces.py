@@ -23,6 +23,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from .. import backends
+
 #: Names a constraint may use besides the parameters: the scan shape and the gather shape.
 SHAPE_NAMES = {"scan": ("batch", "dim", "L", "N"), "gather": ("batch", "T", "d", "k")}
 _FUNCTIONS = {"min": min, "max": max, "abs": abs, "log2": math.log2}
@@ -135,16 +137,15 @@ def parse_file(path: str | Path, text: str | None = None) -> dict[str, SearchSpa
 
 
 def shipped_space_file(backend: str):
-    """Where the package keeps ``autotune/<backend>.toml``."""
-    return files("scanforge") / "autotune" / f"{backend}.toml"
+    """Where the package keeps ``autotune/<backend>.toml`` (``scanforge/tuning/autotune``)."""
+    return files("scanforge.tuning") / "autotune" / f"{backend}.toml"
 
 
 @cache
 def backend_spaces(backend: str) -> dict[str, SearchSpace]:
-    """The space file of a registered backend (``autotune/<backend>.toml`` for the shipped ones)."""
-    from . import backends  # the registry knows where a plug-in backend keeps its space
-
-    path = backends.get(backend).search_space_file()
+    """The space file of a registered backend, as the backend declares it (``autotune/<backend>.toml`` for the
+    shipped ones)."""
+    path = backends.get(backend).search_space_file() or shipped_space_file(backend)
     if not path.is_file():
         raise ValueError(f"backend {backend!r} has no search space file {path}")
     return parse_file(str(path), path.read_text())

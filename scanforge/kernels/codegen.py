@@ -23,8 +23,8 @@ from types import ModuleType
 
 import jinja2
 
+from ..paths import cache_dir
 from .ir import GatherSpec, ScanSpec
-from .paths import cache_dir
 
 _ENTRY_TEMPLATE = {ScanSpec: "scan_module.j2", GatherSpec: "gather_module.j2"}
 _modules: dict[str, ModuleType] = {}  # by generated file: specs that render the same source share it
@@ -32,9 +32,25 @@ _loaded: dict[tuple, ModuleType] = {}  # by (backend, spec, config): no re-rende
 _lock = threading.Lock()
 
 
+def templates_dir(backend: str):
+    """The folder of ``backend``'s templates in the package (``scanforge/kernels/templates/<backend>``)."""
+    return files("scanforge.kernels") / "templates" / backend
+
+
+@cache
+def templates_hash(backend: str) -> str:
+    """A hash of ``backend``'s templates (file names and bytes); that of nothing for a backend without any."""
+    digest = hashlib.sha256()
+    root = templates_dir(backend)
+    if root.is_dir():
+        for entry in sorted(root.iterdir(), key=lambda e: e.name):
+            digest.update(entry.name.encode() + entry.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 @cache
 def _environment(backend: str) -> jinja2.Environment:
-    root = files("scanforge") / "templates" / backend
+    root = templates_dir(backend)
     if not root.is_dir():
         raise ValueError(f"backend {backend!r} has no templates (looked in {root})")
     return jinja2.Environment(loader=jinja2.FileSystemLoader(str(root)), trim_blocks=True, lstrip_blocks=True,

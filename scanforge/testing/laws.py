@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import torch
 
-from . import backends
+from .. import backends
+from ..backends.base import SCAN_GRAD_NAMES, ScanInputs
+from ..decode import DecodeWindow
+from ..kernels.codegen import family
+from ..kernels.ir import GatherSpec, ScanSpec
+from ..kernels.validate import check_decode_args, check_gather_args, check_scan_args
 from .accuracy import rel_error
-from .backends.base import SCAN_GRAD_NAMES, ScanInputs
-from .codegen import family
-from .decode import DecodeWindow
-from .ir import GatherSpec, ScanSpec
-from .validate import check_decode_args, check_gather_args, check_scan_args
 
 _SEQ = ("u", "delta", "B", "C", "z")  # inputs with an L axis (the rest are per channel)
 

@@ -8,8 +8,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from . import backends, cache
-from .fingerprint import fingerprint, fingerprint_id
+from .. import backends
+from ..tuning import cache
+from ..tuning.fingerprint import fingerprint, fingerprint_id
 
 
 def _list(console: Console, args) -> int:

@@ -9,6 +9,7 @@ renders one kernel source per (spec, config), and the tuned-config cache is keye
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from enum import Enum
 
@@ -70,7 +71,7 @@ def _check_dtype(obj) -> None:
 
 @dataclass(frozen=True)
 class ScanSpec:
-    """One selective-scan kernel variant (semantics: :mod:`scanforge.reference`)."""
+    """One selective-scan kernel variant (semantics: :mod:`scanforge.kernels.reference`)."""
 
     direction: Direction = Direction.CAUSAL
     stride: int = 1
@@ -138,7 +139,7 @@ class ScanSpec:
 
 @dataclass(frozen=True)
 class GatherSpec:
-    """One top-k token gather variant (semantics: :func:`scanforge.reference.topk_gather_ref`)."""
+    """One top-k token gather variant (semantics: :func:`scanforge.kernels.reference.topk_gather_ref`)."""
 
     scores_given: bool = False
     keep_order: bool = True
@@ -172,3 +173,25 @@ class GatherSpec:
         if self.phase is not Phase.FORWARD:
             raise ValueError(f"GatherSpec.adjoint: expected a forward spec, got phase {self.phase.value!r}")
         return dataclasses.replace(self, phase=Phase.BACKWARD)
+
+
+def spec_from_key(key: str) -> ScanSpec | GatherSpec:
+    """The spec whose :meth:`~ScanSpec.key` is ``key`` (cache entries store keys, not specs)."""
+    dtypes = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
+    m = re.fullmatch(r"scan-(fwd|bwd|decode)-(causal|reverse|bidirectional)-s(\d+)-(nogate|gate-hard|gate-soft)-"
+                     r"(D|noD)-(z|noz)-(bias|nobias)-(softplus|linear)-(grouped|shared)-(f32|f16|bf16)-(h0|noh0)-"
+                     r"(hlast|nohlast)(-varlen)?", key)
+    if m:
+        phase, direction, stride, gate, D, z, bias, sp, grouped, dt, h0, hl, varlen = m.groups()
+        return ScanSpec(direction=direction, stride=int(stride), gated=gate != "nogate",
+                        gate_mode="soft" if gate == "gate-soft" else "hard", has_D=D == "D", has_z=z == "z",
+                        has_delta_bias=bias == "bias", softplus=sp == "softplus", grouped=grouped == "grouped",
+                        dtype=dtypes[dt], has_initial_state=h0 == "h0", return_last_state=hl == "hlast",
+                        varlen=bool(varlen), phase=phase)
+    m = re.fullmatch(r"gather-(fwd|bwd)-(scores|l2norm)-(ordered|ranked)-summary-(none|mean|mean_dropped)-"
+                     r"weight-(none|sigmoid)-(f32|f16|bf16)", key)
+    if m:
+        phase, scores, order, summary, weight, dt = m.groups()
+        return GatherSpec(scores_given=scores == "scores", keep_order=order == "ordered", summary=summary,
+                          weight=weight, dtype=dtypes[dt], phase=phase)
+    raise ValueError(f"spec key: not a scanforge spec key: {key!r}")

@@ -7,116 +7,16 @@ import sys
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from .ir import Direction, GateMode, GatherSpec, Phase, ScanSpec, Summary, Weight
-
-
-def _fmt(error: float) -> str:
-    return "-" if error != error else f"{error:.2e}"
-
-
-def _cmd_check(args) -> int:
-    from rich.progress import Progress
-
-    from . import check, conformance
-
-    console = Console(width=max(Console().width, 132))
-    if args.examples < 1:
-        raise ValueError(f"--examples: expected an int >= 1, got {args.examples}")
-    if args.deep:
-        import importlib.util
-
-        if importlib.util.find_spec("hypothesis") is None:
-            raise ValueError("--deep draws inputs with Hypothesis: pip install hypothesis")
-    configs, entries = None, []
-    names = conformance.selected_backends(args.backend)
-    if args.config:
-        loaded = check.load_config_file(args.config)
-        configs = loaded.families
-        entries = [(args.backend[0] if args.backend else loaded.backend, *e) for e in loaded.entries]
-    if args.tuned:
-        entries += check.tuned_entries(names)
-    suite = not (args.config and configs is None)  # a cache file: verify its entries only
-    cases = conformance.plan(names, quick=args.quick, deep=args.deep, examples=args.examples,
-                             seed=args.seed) if suite else []
-    for name in names:  # the kernels' compile (or disk-cache load) time, outside the table's rows
-        seconds = check.first_call_seconds(name)
-        if seconds:
-            console.print(f"first call on {name}: forward {seconds[0]:.1f} s, backward {seconds[1]:.1f} s "
-                          f"(compiling the kernels, or loading them from the disk cache)")
-    results = []
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("scanforge check", total=len(cases) + len(entries))
-
-        def seen(result):
-            progress.update(task, advance=1, description=f"{result.case.backend} {result.case.name}")
-
-        for case in cases:
-            results.append(conformance.run_case(case, configs))
-            seen(results[-1])
-        results += check.verify_entries(entries, on_result=seen)
-    table = Table(title="scanforge check: rel err ||out - ref|| / ||ref|| against float64; laws: rel err "
-                        "between variants")
-    for column in ("backend", "kind", "op", "variant / law", "dtype", "fwd err", "grad err", "time (s)", "result"):
-        table.add_column(column, justify="right" if "err" in column or "time" in column else "left")
-    for r in results:
-        c = r.case
-        style = {"pass": "green", "FAIL": "bold red", "error": "red"}.get(r.status, "dim")
-        table.add_row(c.backend, c.kind, c.op, c.name, c.dtype, _fmt(r.forward_error), _fmt(r.grad_error),
-                      f"{r.seconds:.1f}", f"[{style}]{r.status}[/{style}]")
-    console.print(table)
-    bad = [r for r in results if not r.ok]
-    for r in bad:
-        console.print(f"[bold red]{r.status}[/bold red] {escape(r.case.id)}: {escape(r.message)}", highlight=False)
-    written = check.write_snippets(bad, args.repro_dir)
-    if written:
-        console.print(f"reproducers written: {', '.join(map(str, written))}")
-    skipped = [r for r in results if r.status == "not implemented"]
-    console.print(f"{len(results) - len(bad) - len(skipped)} passed, {len(bad)} failed, "
-                  f"{len(skipped)} not implemented")
-    return 1 if bad else 0
-
-
-def _cmd_show_kernel(args) -> int:
-    from .codegen import render
-    from .configs import default_config
-
-    if args.op == "topk_gather":
-        spec = GatherSpec(scores_given=args.scores, keep_order=not args.ranked, summary=args.summary,
-                          weight=args.weight, dtype=args.dtype, phase=Phase(args.phase))
-    else:
-        spec = ScanSpec(direction=Direction(args.direction), stride=args.stride, gated=args.gated,
-                        gate_mode=GateMode(args.gate_mode), has_D=args.D, has_z=args.z,
-                        has_delta_bias=args.delta_bias, softplus=args.softplus, grouped=args.grouped,
-                        dtype=args.dtype, has_initial_state=args.initial_state, return_last_state=args.last_state,
-                        varlen=args.varlen, phase=Phase(args.phase))
-    print(render(spec, args.backend, default_config(args.backend, spec), {"N": args.N}), end="")
-    return 0
-
-
-def _cmd_tune(args) -> int:
-    from . import tune_command
-
-    return tune_command.run(args)
-
-
-def _cmd_bench(args) -> int:
-    from . import bench_command
-
-    return bench_command.run(args)
-
-
-def _cmd_experiment(args) -> int:
-    from . import experiments
-
-    return experiments.run(args)
-
-
-def _cmd_cache(args) -> int:
-    from . import cache_command
-
-    return cache_command.run(args)
+from ..experiments import add_arguments
+from ..kernels.ir import Direction, GateMode, Phase, Summary, Weight
+from . import bench as bench_command
+from . import cache as cache_command
+from . import check as check_command
+from . import compile as compile_command
+from . import experiment as experiment_command
+from . import show_kernel as show_kernel_command
+from . import tune as tune_command
 
 
 def _workload_flags(p: argparse.ArgumentParser) -> None:
@@ -147,23 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--dry-run", action="store_true", help="with --target: list the configs of each study that "
                       "compile for that GPU without spilling (no GPU needed, nothing is timed)")
     tune.add_argument("--target", help="with --dry-run: the GPU architecture to plan for (sm_80, sm_90, sm_100)")
-    tune.set_defaults(func=_cmd_tune)
+    tune.set_defaults(func=tune_command.run)
 
     bench = sub.add_parser("bench", help="time tuned vs default configs vs the PyTorch reference")
     _workload_flags(bench)
-    bench.set_defaults(func=_cmd_bench)
+    bench.set_defaults(func=bench_command.run)
 
     experiment = sub.add_parser("experiment", help="rerun one of the design's experiments (tables, plots, results)")
-    from .experiments import add_arguments
-
     add_arguments(experiment)
-    experiment.set_defaults(func=_cmd_experiment)
+    experiment.set_defaults(func=experiment_command.run)
 
     cache = sub.add_parser("cache", help="list | show | clear | export | import tuned configs")
     cache.add_argument("action", choices=["list", "show", "clear", "export", "import"])
     cache.add_argument("path", nargs="?", help="export: file to write; import: file to read")
     cache.add_argument("--backend")
-    cache.set_defaults(func=_cmd_cache)
+    cache.set_defaults(func=cache_command.run)
 
     check = sub.add_parser("check", help="conformance suite: every backend, op, variant and law vs the reference")
     check.add_argument("--quick", action="store_true", help="small shapes (seconds, not minutes)")
@@ -181,12 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--seed", type=int, default=0, help="seed of the drawn inputs and laws (default 0)")
     check.add_argument("--repro-dir", default="scanforge-check-failures",
                        help="where failing cases are written as runnable scripts")
-    check.set_defaults(func=_cmd_check)
+    check.set_defaults(func=check_command.run)
 
-    from .compile_command import add_arguments as compile_arguments
-
-    compile_arguments(sub.add_parser("compile", help="compile the GPU kernels for sm_80/sm_90/sm_100 without a GPU: "
-                                     "registers, spills, shared memory, warps per SM"))
+    compile_command.add_arguments(sub.add_parser(
+        "compile", help="compile the GPU kernels for sm_80/sm_90/sm_100 without a GPU: registers, spills, shared "
+        "memory, warps per SM"))
 
     show = sub.add_parser("show-kernel", help="print the generated source of a kernel")
     show.add_argument("--op", choices=["selective_scan", "topk_gather"], default="selective_scan")
@@ -204,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--ranked", action="store_true", help="topk_gather: output by rank, not original order")
     show.add_argument("--summary", choices=[m.value for m in Summary], default="none")
     show.add_argument("--weight", choices=[w.value for w in Weight], default="none")
-    show.set_defaults(func=_cmd_show_kernel)
+    show.set_defaults(func=show_kernel_command.run)
     return parser
 
 

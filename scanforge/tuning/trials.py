@@ -3,7 +3,7 @@
 A :class:`Task` is a kernel family at one spec and shape on one backend. The reference side of
 the check (random inputs, cotangents, float64 outputs) is computed once per task and reused by
 every trial; each trial runs the kernel with its config, compares with the per-dtype tolerances of
-:mod:`scanforge.accuracy` (the same gate as the tests and ``scanforge check``), and only a config
+:mod:`scanforge.testing.accuracy` (the same gate as the tests and ``scanforge check``), and only a config
 that is right is timed. Nothing here raises for a bad config: it becomes a failed
 :class:`TrialResult` with the reason.
 """
@@ -19,8 +19,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import backends
-from .accuracy import (
+from .. import backends
+from ..kernels.codegen import family
+from ..kernels.ir import GatherSpec, Phase, ScanSpec
+from ..kernels.reference import selective_state_update_ref
+from ..testing.accuracy import (
     FORWARD_TOLERANCE,
     GRAD_TOLERANCE,
     gather_case,
@@ -32,9 +35,6 @@ from .accuracy import (
     scan_case,
     scan_errors,
 )
-from .codegen import family
-from .ir import GatherSpec, Phase, ScanSpec
-from .reference import selective_state_update_ref
 from .timing import timer_for
 
 
@@ -148,7 +148,7 @@ def _describe_failure(errors: dict[str, float], dtype: str) -> str:
 
 
 class TrialRunner:
-    """Runs trials in this process (see :class:`scanforge.worker.SubprocessRunner` for isolation).
+    """Runs trials in this process (see :class:`scanforge.tuning.worker.SubprocessRunner` for isolation).
 
     ``timer(fn, config) -> seconds`` replaces the device's timer (a test seam: timing noise is the
     one thing a test may stub).

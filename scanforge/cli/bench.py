@@ -7,10 +7,10 @@ import math
 from rich.console import Console
 from rich.table import Table
 
-from . import backends
-from .configs import config_for, default_config
-from .trials import Task, TrialRunner
-from .tune_command import build_tasks, tuning_backend
+from .. import backends
+from ..tuning.configs import config_for, default_config
+from ..tuning.trials import Task, TrialRunner
+from .tune import build_tasks, tuning_backend
 
 
 def run(args) -> int:

@@ -7,10 +7,13 @@ import json
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from . import aot, bounds, compile_plan
+from ..testing.config_file import family_configs
+from ..tuning import aot, bounds, compile_plan
+from .tune import parse_shape
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,10 +36,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run)
 
 
-def _config_text(config: dict) -> str:
-    return " ".join(f"{k}={v}" for k, v in config.items())
-
-
 def _warps(row: dict) -> str:
     occ = row.get("occupancy") or {}
     if not occ:
@@ -46,16 +45,15 @@ def _warps(row: dict) -> str:
 
 def print_table(rows: list[dict], console: Console, title: str) -> None:
     table = Table(title=title, title_justify="left")
-    for name in ("backend", "kernel", "variant", "phase", "dtype", "config", "target", "regs", "spill/stack B",
-                 "smem B", "warps/SM (reg/smem/thr)", "ex2", "s", "verdict"):
+    for name in ("kernel", "case", "config", "target", "regs", "spill/stack B", "smem B", "warps/SM (reg/smem/thr)",
+                 "ex2", "s", "verdict"):
         table.add_column(name, overflow="fold")
     for r in rows:
-        bad = r["verdict"] != "ok"
-        table.add_row(r["backend"], r["kernel"], r["variant"], r["phase"], r["dtype"], _config_text(r["config"]),
-                      r["target"], str(r.get("registers", "-")), f"{r.get('spill', 0)}/{r.get('stack', 0)}",
-                      str(r.get("shared", "-")), _warps(r), str(r.get("mufu_ex2", "-")),
-                      f"{r.get('seconds', 0):.1f}",
-                      f"[red]{r['verdict']}[/red] {r.get('error') or ''}" if bad else "ok")
+        verdict = "ok" if r["verdict"] == "ok" else f"[red]{escape(r['verdict'])}[/red] {escape(r.get('error') or '')}"
+        table.add_row(f"{r['backend']}:{r['kernel']}", f"{r['variant']} {r['phase']} {r['dtype']}",
+                      compile_plan.config_text(r["config"]), r["target"], str(r.get("registers", "-")),
+                      f"{r.get('spill', 0)}/{r.get('stack', 0)}", str(r.get("shared", "-")), _warps(r),
+                      str(r.get("mufu_ex2", "-")), f"{r.get('seconds', 0):.1f}", verdict)
     console.print(table)
 
 
@@ -63,16 +61,11 @@ def run(args) -> int:
     console = Console()
     configs = {}
     if args.config:
-        from .check import load_config_file
-
-        loaded = load_config_file(args.config)
-        if loaded.families is None:
+        configs = family_configs(args.config)
+        if configs is None:
             raise ValueError(f"--config {args.config}: expected a {{family: config}} table, not a cache file")
-        configs = loaded.families
     shapes = None
     if args.shapes:
-        from .tune_command import parse_shape
-
         shapes = [parse_shape(s) for s in args.shapes]
     if args.jobs is not None and args.jobs < 1:
         raise ValueError(f"--jobs: expected an int >= 1, got {args.jobs}")

@@ -29,7 +29,7 @@ def _serve(conn, seed: int) -> None:
 
 
 class SubprocessRunner:
-    """The :class:`~scanforge.trials.TrialRunner` interface, run in a child process with a timeout."""
+    """The :class:`~scanforge.tuning.trials.TrialRunner` interface, run in a child process with a timeout."""
 
     def __init__(self, timeout: float = 300.0, seed: int = 0):
         self.timeout, self.seed = timeout, seed

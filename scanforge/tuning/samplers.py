@@ -1,4 +1,5 @@
-"""A neighbourhood sampler for small tuning budgets.
+"""The samplers a study may use, by name (:func:`make_sampler`): Optuna's TPE, random and grid, and a
+neighbourhood sampler for small tuning budgets (``local``, the default).
 
 Kernel search spaces are short ordered lists of choices (tile sizes, chunk lengths, layouts) with a
 hand-set default that is usually near the best. With a budget of a few configs, TPE and random
@@ -61,3 +62,19 @@ class NeighborhoodSampler(optuna.samplers.BaseSampler):
 
     def sample_independent(self, study, trial, param_name, param_distribution):
         return self._rng.choice(param_distribution.choices)
+
+
+SAMPLERS = ("local", "tpe", "random", "grid")
+
+
+def make_sampler(name: str, space: SearchSpace, seed: int, shape: tuple[int, ...]) -> optuna.samplers.BaseSampler:
+    if name == "local":
+        return NeighborhoodSampler(space, shape, seed)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, max(space.size // 4, 1)))
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        return optuna.samplers.GridSampler({k: list(v) for k, v in space.params.items()}, seed=seed)
+    raise ValueError(f"sampler: expected one of {SAMPLERS}, got {name!r} (scanforge spaces are lists of "
+                     "choices, which CMA-ES does not search)")

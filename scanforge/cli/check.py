@@ -1,0 +1,172 @@
+"""``scanforge check``: the conformance suite (:mod:`scanforge.testing.conformance`) from the command line —
+which configs to run with (``--config FILE``, ``--tuned``), a table of the results, and where failing cases are
+written as reproducible scripts."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress
+from rich.table import Table
+
+import scanforge as sf
+
+from .. import backends
+from ..kernels.ir import GatherSpec, ScanSpec, spec_from_key
+from ..testing import conformance
+from ..testing.config_file import check_families, is_cache_file, read_table
+from ..testing.conformance import Case, Result, snippet, verify_config
+from ..tuning import cache
+
+
+@dataclass
+class ConfigFile:
+    """A ``--config`` file: ``families`` ({family: config}, applied to every case) or ``entries``
+    of a cache file (each verified on its own spec and shape bucket)."""
+
+    path: str
+    families: dict[str, dict] | None = None
+    backend: str | None = None
+    entries: list[tuple[ScanSpec | GatherSpec, tuple[int, ...], dict]] = field(default_factory=list)
+
+
+def load_config_file(path: str | Path) -> ConfigFile:
+    """Read a JSON or TOML ``{family: config}`` file, or a tuned-config cache file (JSON)."""
+    p = Path(path)
+    text, data = read_table(p)
+    if is_cache_file(data):
+        parsed = cache.read_file(str(p), text)
+        if parsed is None:
+            raise ValueError(f"--config {path}: a cache file scanforge cannot read (see the warning)")
+        entries = [(spec_from_key(e["spec"]), tuple(e["bucket"]), dict(e["config"]))
+                   for e in parsed["entries"].values()]
+        return ConfigFile(str(p), backend=parsed["fingerprint"].get("backend"), entries=entries)
+    return ConfigFile(str(p), families=check_families(path, data))
+
+
+def tuned_entries(backend_names: list[str]) -> list[tuple[str, ScanSpec | GatherSpec, tuple[int, ...], dict]]:
+    """The tuned configs this machine would use, per backend (user cache over shipped files)."""
+    found = []
+    for name in backend_names:
+        for entry in cache.load_entries(name).values():
+            found.append((name, spec_from_key(entry["spec"]), tuple(entry["bucket"]), dict(entry["config"])))
+    return found
+
+
+def verify_entries(entries, on_result=None) -> list[Result]:
+    """One row per tuned config: :func:`scanforge.testing.conformance.verify_config` on its spec and bucket."""
+    results = []
+    for backend, spec, bucket, config in entries:
+        op = "topk_gather" if isinstance(spec, GatherSpec) else "selective_scan"
+        case = Case(backend, "config", op, f"{spec.key()}@{'x'.join(map(str, bucket))}", spec.dtype)
+        if backends.get(backend).unavailable_reason():
+            results.append(Result(case, "not implemented", message=backends.get(backend).unavailable_reason()))
+        else:
+            start = time.perf_counter()
+            bad = verify_config(backend, spec, config, bucket)
+            body = (f"from scanforge.kernels.ir import spec_from_key\n"
+                    f"from scanforge.testing.conformance import verify_config\n\n"
+                    f"failures = verify_config({backend!r}, spec_from_key({spec.key()!r}), {config!r}, {bucket!r})\n"
+                    "assert not failures, '\\n'.join(failures)")
+            results.append(Result(case, "FAIL" if bad else "pass", message="\n".join(bad),
+                                  seconds=time.perf_counter() - start,
+                                  snippet=snippet(case, body, None) if bad else ""))
+        if on_result:
+            on_result(results[-1])
+    return results
+
+
+def write_snippets(results: list[Result], directory: str | Path) -> list[Path]:
+    """Write each failing case's reproducer to ``directory/<case id>.py``; returns the paths."""
+    written = []
+    for r in results:
+        if r.snippet:
+            path = Path(directory) / f"{r.case.id}.py"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(r.snippet)
+            written.append(path)
+    return written
+
+
+def first_call_seconds(backend: str) -> tuple[float, float] | None:
+    """Seconds of this process's first causal-scan forward and backward on ``backend`` (compiling its
+    kernels, or loading them from a backend's disk cache); None where the backend cannot run one."""
+    device = torch.device("cuda" if backends.get(backend).runs_on_gpu() else "cpu")
+    if backends.get(backend).unsupported_reason(ScanSpec(has_D=True, has_z=True), device):
+        return None
+    g = torch.Generator().manual_seed(0)
+    x = dict(u=torch.randn(1, 16, 64, generator=g), delta=torch.rand(1, 16, 64, generator=g),
+             A=-torch.rand(16, 4, generator=g), B=torch.randn(1, 4, 64, generator=g),
+             C=torch.randn(1, 4, 64, generator=g), D=torch.randn(16, generator=g),
+             z=torch.randn(1, 16, 64, generator=g))
+    x = {k: v.to(device).requires_grad_() for k, v in x.items()}
+    start = time.perf_counter()
+    y = sf.selective_scan(**x, backend=backend)
+    forward = time.perf_counter() - start
+    y.sum().backward()
+    return forward, time.perf_counter() - start - forward
+
+
+def _fmt(error: float) -> str:
+    return "-" if error != error else f"{error:.2e}"
+
+
+def run(args) -> int:
+    console = Console(width=max(Console().width, 132))
+    if args.examples < 1:
+        raise ValueError(f"--examples: expected an int >= 1, got {args.examples}")
+    if args.deep and importlib.util.find_spec("hypothesis") is None:
+            raise ValueError("--deep draws inputs with Hypothesis: pip install hypothesis")
+    configs, entries = None, []
+    names = conformance.selected_backends(args.backend)
+    if args.config:
+        loaded = load_config_file(args.config)
+        configs = loaded.families
+        entries = [(args.backend[0] if args.backend else loaded.backend, *e) for e in loaded.entries]
+    if args.tuned:
+        entries += tuned_entries(names)
+    suite = not (args.config and configs is None)  # a cache file: verify its entries only
+    cases = conformance.plan(names, quick=args.quick, deep=args.deep, examples=args.examples,
+                             seed=args.seed) if suite else []
+    for name in names:  # the kernels' compile (or disk-cache load) time, outside the table's rows
+        seconds = first_call_seconds(name)
+        if seconds:
+            console.print(f"first call on {name}: forward {seconds[0]:.1f} s, backward {seconds[1]:.1f} s "
+                          f"(compiling the kernels, or loading them from the disk cache)")
+    results = []
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("scanforge check", total=len(cases) + len(entries))
+
+        def seen(result):
+            progress.update(task, advance=1, description=f"{result.case.backend} {result.case.name}")
+
+        for case in cases:
+            results.append(conformance.run_case(case, configs))
+            seen(results[-1])
+        results += verify_entries(entries, on_result=seen)
+    table = Table(title="scanforge check: rel err ||out - ref|| / ||ref|| against float64; laws: rel err "
+                        "between variants")
+    for column in ("backend", "kind", "op", "variant / law", "dtype", "fwd err", "grad err", "time (s)", "result"):
+        table.add_column(column, justify="right" if "err" in column or "time" in column else "left")
+    for r in results:
+        c = r.case
+        style = {"pass": "green", "FAIL": "bold red", "error": "red"}.get(r.status, "dim")
+        table.add_row(c.backend, c.kind, c.op, c.name, c.dtype, _fmt(r.forward_error), _fmt(r.grad_error),
+                      f"{r.seconds:.1f}", f"[{style}]{r.status}[/{style}]")
+    console.print(table)
+    bad = [r for r in results if not r.ok]
+    for r in bad:
+        console.print(f"[bold red]{r.status}[/bold red] {escape(r.case.id)}: {escape(r.message)}", highlight=False)
+    written = write_snippets(bad, args.repro_dir)
+    if written:
+        console.print(f"reproducers written: {', '.join(map(str, written))}")
+    skipped = [r for r in results if r.status == "not implemented"]
+    console.print(f"{len(results) - len(bad) - len(skipped)} passed, {len(bad)} failed, "
+                  f"{len(skipped)} not implemented")
+    return 1 if bad else 0

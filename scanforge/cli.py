@@ -1,4 +1,4 @@
-"""The ``scanforge`` command line: tune | cache | check | bench | experiment | show-kernel."""
+"""The ``scanforge`` command line: tune | cache | check | bench | experiment | show-kernel | serve-storage."""
 
 from __future__ import annotations
 
@@ -119,6 +119,12 @@ def _cmd_cache(args) -> int:
     return cache_command.run(args)
 
 
+def _cmd_serve_storage(args) -> int:
+    from . import serve_command
+
+    return serve_command.run(args)
+
+
 def _workload_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", help="backend to tune (default: the best one this machine runs natively)")
     p.add_argument("--op", action="append", choices=["selective_scan", "topk_gather"], help="only this op")
@@ -160,7 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("action", choices=["list", "show", "clear", "export", "import"])
     cache.add_argument("path", nargs="?", help="export: file to write; import: file to read")
     cache.add_argument("--backend")
+    cache.add_argument("--storage", help="export: the winners recorded in this study storage (a fleet's), not "
+                                         "this machine's cache")
+    cache.add_argument("--fingerprint", help="export --storage: which device's winners (a fingerprint id), when "
+                                             "the storage holds several")
     cache.set_defaults(func=_cmd_cache)
+
+    serve = sub.add_parser("serve-storage", help="Optuna's gRPC storage proxy: many workers, few database "
+                                                 "connections")
+    from .serve_command import add_arguments as serve_arguments
+
+    serve_arguments(serve)
+    serve.set_defaults(func=_cmd_serve_storage)
 
     check = sub.add_parser("check", help="conformance suite: every backend, op, variant and law vs the reference")
     check.add_argument("--quick", action="store_true", help="small shapes (seconds, not minutes)")
@@ -210,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ValueError as e:
-        Console(stderr=True).print(f"[red]error:[/red] {e}")
+        from rich.markup import escape
+
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(str(e))}")
         return 2
 
 

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import backends
+from .storage import redact
 from .trials import Task, TrialRunner
 from .tuner import Outcome, open_storage, tune
 from .variants import DEFAULT_WORKLOAD, GATHER_VARIANTS, SCAN_VARIANTS, variant_spec
@@ -103,9 +104,10 @@ def run(args) -> int:
     backend = tuning_backend(args.backend)
     tasks, skipped = build_tasks(backend, args.op, args.variant, args.shapes, args.dtype, args.phase)
     device = backends.get(backend).device_name()
+    where = redact(args.storage) if args.storage else "SQLite in the cache dir"
     console.print(f"[bold]scanforge tune[/bold]: {len(tasks)} studies on {backend} ({device}); "
                   f"sampler {args.sampler}, seed {args.seed}, up to {args.trials} measured configs each; storage "
-                  f"{args.storage or 'SQLite in the cache dir'} (inspect with optuna-dashboard)")
+                  f"{where} (inspect with optuna-dashboard)")
     for line in skipped:
         console.print(f"[dim]skipped {line}[/dim]")
     storage = open_storage(args.storage)

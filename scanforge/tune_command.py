@@ -103,6 +103,7 @@ def run(args) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     backend = tuning_backend(args.backend)
     tasks, skipped = build_tasks(backend, args.op, args.variant, args.shapes, args.dtype, args.phase)
+    storage = open_storage(args.storage)  # before anything is printed: a bad URL is one line of error
     device = backends.get(backend).device_name()
     where = redact(args.storage) if args.storage else "SQLite in the cache dir"
     console.print(f"[bold]scanforge tune[/bold]: {len(tasks)} studies on {backend} ({device}); "
@@ -110,7 +111,6 @@ def run(args) -> int:
                   f"{where} (inspect with optuna-dashboard)")
     for line in skipped:
         console.print(f"[dim]skipped {line}[/dim]")
-    storage = open_storage(args.storage)
     if args.in_process:
         runner = TrialRunner(seed=args.seed)
     else:

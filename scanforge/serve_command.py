@@ -36,7 +36,9 @@ def run(args) -> int:
         raise StorageError("the gRPC storage proxy needs grpcio and protobuf: pip install 'scanforge[fleet]'")
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # Optuna's own caching wrapper, as run_grpc_proxy_server advises (finished trials are read once).
-    storage = optuna.storages.get_storage(open_storage(args.storage))
+    database = open_storage(args.storage)
+    database.beat_at_start = False  # the proxy's clients send no heartbeats (see storage._RDBStorage)
+    storage = optuna.storages.get_storage(database)
     print(f"scanforge serve-storage: proxying {redact(args.storage)} at grpc://{args.host}:{args.port} "
           f"({args.threads} threads); workers: scanforge tune --storage grpc://HOST:{args.port}", flush=True)
     try:

@@ -110,15 +110,18 @@ def database_url(url: str) -> str:
 
 # --- what went wrong, in one line ---------------------------------------------------------------
 
+def _chain(e: BaseException) -> list[BaseException]:
+    """``e`` and what caused it, outermost first."""
+    out: list[BaseException] = []
+    while e is not None and all(e is not x for x in out):
+        out.append(e)
+        e = e.__cause__ or getattr(e, "orig", None) or e.__context__
+    return out
+
+
 def _root(e: BaseException) -> BaseException:
-    seen = set()
-    while id(e) not in seen:
-        seen.add(id(e))
-        nxt = e.__cause__ or getattr(e, "orig", None) or e.__context__
-        if nxt is None:
-            break
-        e = nxt
-    return e
+    """The innermost cause that says something (the driver's own error, usually)."""
+    return next((x for x in reversed(_chain(e)) if str(x).strip() not in ("", "()")), e)
 
 
 def _first_line(e: BaseException) -> str:
@@ -212,7 +215,9 @@ _RETRIED = ("create_new_study", "delete_study", "set_study_user_attr", "set_stud
             "get_study_system_attrs", "get_all_studies", "create_new_trial", "set_trial_param",
             "get_trial_id_from_study_id_trial_number", "get_trial_param", "set_trial_state_values",
             "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr", "get_trial",
-            "get_all_trials", "get_best_trial", "_get_trials", "_get_stale_trial_ids")
+            "get_all_trials", "get_best_trial", "_get_trials", "_get_stale_trial_ids",
+            # what Optuna's caching wrapper (every study's storage) calls instead of the public methods
+            "_create_new_trial", "_set_trial_param", "_get_best_trial_id")
 _said = threading.Lock()
 
 
@@ -258,6 +263,22 @@ def _with_retries(cls, transient):
 
 class _RDBStorage(optuna.storages.RDBStorage):
     scanforge_url = ""
+    #: Record a first heartbeat as a trial starts running, so that a worker that dies before its
+    #: heartbeat thread's first beat leaves no trial running for ever (off behind the gRPC proxy:
+    #: its clients cannot beat, and must not look dead to workers connected directly).
+    beat_at_start = True
+
+    def _create_new_trial(self, study_id: int, template_trial=None):
+        trial = super()._create_new_trial(study_id, template_trial)
+        if self.beat_at_start and trial.state == TrialState.RUNNING:
+            self.record_heartbeat(trial._trial_id)
+        return trial
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
+        changed = super().set_trial_state_values(trial_id, state, values)
+        if changed and state == TrialState.RUNNING and self.beat_at_start:  # a waiting trial taken
+            self.record_heartbeat(trial_id)
+        return changed
 
     def record_heartbeat(self, trial_id: int) -> None:
         # Runs in Optuna's heartbeat thread: a missed beat during an outage is only a missed beat.

@@ -5,12 +5,15 @@ Each worker is a process running the tuner's search (``tune(..., accept=False)``
 with the same budget of measured configs, its trials in a child process as the CLI runs them.
 Every run starts with a fresh kernel cache, so each one compiles the configs it measures.
 
-Recorded per run: wall-clock from the start of the workers to the end of the last, configs
-measured, trials per minute, the storage overhead per trial (the time a worker spends inside
-storage calls: ask, params, attributes, the claim check, tell, stale-trial checks; the heartbeat
-thread is reported apart, as it runs beside the trial) and, on PostgreSQL, the peak of database
-connections. On a 2-core machine the workers compete for the cores (Numba compiles are
-CPU-bound), so wall-clock cannot improve beyond about 2x; the storage overhead is its own figure.
+Two sets of runs. "Instant" trials (a runner that returns a made-up time at once) leave only the
+storage round trip of a trial: ask, params, attributes, the claim check, tell, stale-trial checks.
+Numba CPU trials compile, check and time real kernels. Recorded per run: wall-clock from the
+start of the workers (Python start-up included) to the end of the last, configs measured, trials
+per minute, the storage time per trial (time inside storage calls, the waits of a trial for a
+rival's measurement of the same config included; the heartbeat thread is reported apart, as it
+runs beside the trial) and, on PostgreSQL, the peak of database connections. On a 2-core machine
+the workers compete for the cores (Numba compiles are CPU-bound), so wall-clock cannot improve
+beyond about 2x; the storage overhead is its own figure.
 
     python benchmarks/fleet.py                 # writes benchmarks/results/fleet.json
     python benchmarks/fleet.py --budget 6 --workers 1 2
@@ -63,7 +66,22 @@ def _instrument(storage) -> dict:
     return totals
 
 
-def worker(url: str, budget: int, seed: int, out: str) -> None:
+class _Instant:
+    """A runner whose trials take no time (a made-up time per config): what is left of a trial is the
+    storage round trip (ask, params, attributes, the claim check, tell) and the sampler."""
+
+    size = 1
+
+    def run(self, task, config):
+        from scanforge.trials import TrialResult
+
+        return TrialResult(True, 1e-3 * (1 + sum(hash(str(v)) % 97 for v in config.values()) / 97), None, {}, 0.0)
+
+    def close(self) -> None:
+        pass
+
+
+def worker(url: str, budget: int, seed: int, out: str, instant: bool = False) -> None:
     import optuna
 
     from scanforge.storage import open_storage
@@ -77,7 +95,7 @@ def worker(url: str, budget: int, seed: int, out: str) -> None:
     totals = _instrument(storage)
     task = Task("numba_cpu", variant_spec("selective_scan", "causal", "fwd", "float32"),
                 tuple(int(v) for v in SHAPE.split("x")), "causal")
-    runner = SubprocessRunner(timeout=300, seed=seed)
+    runner = _Instant() if instant else SubprocessRunner(timeout=300, seed=seed)
     ran = []
     start = time.perf_counter()
     try:
@@ -98,9 +116,9 @@ def _peak_connections(server, database: str, stop: threading.Event, peak: list) 
         stop.wait(0.2)
 
 
-def run(kind: str, workers: int, budget: int, server=None) -> dict:
+def run(kind: str, workers: int, budget: int, server=None, instant: bool = False) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="scanforge-fleet-bench-"))
-    database = f"bench_{kind.split()[0]}_{workers}"
+    database = f"bench_{kind.split()[0]}_{'grpc_' if 'grpc' in kind else ''}{workers}_{int(instant)}"
     proxy = None
     if kind == "sqlite":
         url = f"sqlite:///{tmp / 'studies.db'}"
@@ -120,8 +138,8 @@ def run(kind: str, workers: int, budget: int, server=None) -> dict:
         watcher = threading.Thread(target=_peak_connections, args=(server, database, stop, peak), daemon=True)
         watcher.start()
     start = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, __file__, "--worker", url, str(budget), str(i), str(tmp / f"w{i}.json")],
-                              env=env) for i in range(workers)]
+    procs = [subprocess.Popen([sys.executable, __file__, "--worker", url, str(budget), str(i), str(tmp / f"w{i}.json"),
+                               "instant" if instant else "kernels"], env=env) for i in range(workers)]
     codes = [p.wait() for p in procs]
     wall = time.perf_counter() - start
     stop.set()
@@ -138,6 +156,7 @@ def run(kind: str, workers: int, budget: int, server=None) -> dict:
     calls = sum(p["calls"] for p in parts)
     result = {
         "storage": kind, "workers": workers, "budget": budget, "wall_seconds": round(wall, 1),
+        "trials": "instant (storage round trip only)" if instant else "Numba CPU kernels (compile, check, time)",
         "configs_measured": measured, "trials_per_minute": round(60 * measured / wall, 2),
         "storage_ms_per_trial": round(1e3 * sum(p["seconds"] for p in parts) / max(trials_run, 1), 1),
         "storage_calls_per_trial": round(calls / max(trials_run, 1), 1),
@@ -154,11 +173,13 @@ def run(kind: str, workers: int, budget: int, server=None) -> dict:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+        worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6] == "instant")
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=int, default=12, help="configs to measure per run (the study's total)")
+    parser.add_argument("--budget", type=int, default=8, help="configs to measure per run (the study's total)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--round-trip-budget", type=int, default=30, help="configs per run of instant trials")
+    parser.add_argument("--no-kernels", action="store_true", help="only the storage round trip (instant trials)")
     parser.add_argument("--out", default=str(HERE / "results" / "fleet.json"))
     args = parser.parse_args()
     from postgres import PostgresServer, missing_reason
@@ -170,11 +191,14 @@ def main() -> None:
     server.start()
     load_before = os.getloadavg()
     runs = []
+    kinds = ("sqlite", "postgresql", "postgresql via grpc proxy")
     try:
-        for kind in ("sqlite", "postgresql"):
+        for kind in kinds:  # the storage overhead on its own: trials that take no time
             for n in args.workers:
+                runs.append(run(kind, n, args.round_trip_budget, server if kind != "sqlite" else None, instant=True))
+        for kind in () if args.no_kernels else kinds:  # the same budget of real kernel trials
+            for n in args.workers if kind != kinds[2] else [max(args.workers)]:
                 runs.append(run(kind, n, args.budget, server if kind != "sqlite" else None))
-        runs.append(run("postgresql via grpc proxy", max(args.workers), args.budget, server))
     finally:
         server.close()
     import numba
@@ -186,7 +210,8 @@ def main() -> None:
     record = {
         "command": "python benchmarks/fleet.py " + " ".join(sys.argv[1:]),
         "what": __doc__.split("\n\n")[1].replace("\n", " "),
-        "study": f"numba_cpu scan_fwd causal float32 {SHAPE}, local sampler, {args.budget} measured configs",
+        "study": f"numba_cpu scan_fwd causal float32 {SHAPE}, local sampler, {args.budget} measured configs "
+                 f"({args.round_trip_budget} for the instant trials)",
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
                     "load_average_before": [round(v, 2) for v in load_before],
                     "load_average_after": [round(v, 2) for v in os.getloadavg()],

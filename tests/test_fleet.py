@@ -155,6 +155,47 @@ def test_two_hosts_of_two_workers_tune_the_same_studies(request, db, tmp_path, t
     assert notes[0] == notes[1] and len(notes[0]) == 2
 
 
+def test_the_proxy_serves_many_workers_with_a_few_database_connections(pg, db, proxy):
+    """40 clients asking and telling trials at once: through the proxy, the database sees at most its
+    thread pool's connections; connected directly, each client holds its own."""
+    import threading
+
+    name = db.rsplit("/", 1)[1]
+    peak, stop = [0], threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            peak[0] = max(peak[0], pg.connections(name))
+            stop.wait(0.05)
+
+    def client(storage, i):
+        study = optuna.create_study(study_name="many", storage=storage, load_if_exists=True)
+        for _ in range(3):
+            trial = study.ask()
+            study.tell(trial, float(i))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    clients = [threading.Thread(target=client, args=(open_storage(proxy), i)) for i in range(40)]
+    for t in clients:
+        t.start()
+    for t in clients:
+        t.join(HANG_GUARD)
+    stop.set()
+    watcher.join()
+    study = optuna.load_study(study_name="many", storage=open_storage(db))
+    assert len(study.trials) == 120 and all(t.state.is_finished() for t in study.trials)
+    assert 1 <= peak[0] <= 16  # the proxy's pool (SQLAlchemy's 5 + 10 overflow), whatever the number of clients
+    direct = [open_storage(db) for _ in range(40)]
+    for storage in direct:
+        storage.get_all_studies()
+    try:
+        assert pg.connections(name) >= 40
+    finally:
+        for storage in direct:
+            storage.engine.dispose()
+
+
 def test_a_killed_worker_is_failed_by_the_heartbeat_and_a_restarted_one_finishes(db, tmp_path):
     """Worker 1 is SIGKILLed mid-trial; worker 2 (budget 5) goes on and fails the dead trial once
     its heartbeat is older than the grace period; worker 1 restarted finishes the budget of 10."""

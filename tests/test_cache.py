@@ -94,16 +94,16 @@ def test_a_bad_cache_file_is_refused_with_one_warning(content, message):
         assert config_for("numba_cpu", SPEC, SHAPE) == default_config("numba_cpu", SPEC)
 
 
-def test_export_and_import_keep_a_foreign_file_apart(tmp_path):
+def test_import_refuses_a_file_of_another_fingerprint_with_one_warning(tmp_path):
     cache.store("numba_cpu", SPEC, SHAPE, _config(LAYOUT="scalar", BLOCK_D=2))
     data = json.loads(cache.user_file("numba_cpu").read_text())
     data["fingerprint"]["device"] = "Another CPU"
     foreign = tmp_path / "foreign.json"
     foreign.write_text(json.dumps(data))
-    target, count, used = cache.import_file(foreign)
-    assert (count, used) == (1, False) and target != cache.user_file("numba_cpu")
-    assert len(cache.cache_files()) == 2
-    assert cache.clear() == 2 and config_for("numba_cpu", SPEC, SHAPE) == default_config("numba_cpu", SPEC)
+    with pytest.warns(UserWarning, match="was tuned for numba_cpu on Another CPU .*not imported") as seen:
+        assert cache.import_file(foreign) == (None, 0)
+    assert len(seen) == 1 and len(cache.cache_files()) == 1
+    assert cache.clear() == 1 and config_for("numba_cpu", SPEC, SHAPE) == default_config("numba_cpu", SPEC)
 
 
 def test_a_shipped_file_for_this_device_is_a_fallback(tmp_path, monkeypatch):

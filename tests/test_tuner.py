@@ -93,7 +93,7 @@ def test_hanging_and_crashing_trials_are_stopped_and_the_run_goes_on(tmp_path, m
 def _tune_cli(tmp_path, *flags):
     env = dict(os.environ, SCANFORGE_PLUGINS="toy_plugin", SCANFORGE_CACHE_DIR=str(tmp_path),
                PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]), TOY_UNIT_SECONDS="0.05",
-               COLUMNS="200")
+               COLUMNS="200", SCANFORGE_HEARTBEAT_SECONDS="1", SCANFORGE_HEARTBEAT_GRACE_SECONDS="2")
     cmd = [sys.executable, "-m", "scanforge.cli", "tune", "--backend", "toy", "--shapes", "1x8x32x4",
            "--variant", "causal", "--phase", "fwd", "--in-process", "--storage", _storage(tmp_path), *flags]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

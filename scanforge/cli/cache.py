@@ -11,6 +11,7 @@ from rich.table import Table
 from .. import backends
 from ..tuning import cache
 from ..tuning.fingerprint import fingerprint, fingerprint_id
+from ..tuning.fleet import export_winners
 
 
 def _list(console: Console, args) -> int:
@@ -54,6 +55,12 @@ def _clear(console: Console, args) -> int:
 
 
 def _export(console: Console, args) -> int:
+    if args.storage:
+        fp, count = export_winners(args.storage, Path(args.path), args.fingerprint)
+        console.print(f"exported the winners of {count} studies for {fp['backend']} on {fp['device']} to "
+                      f"{args.path} (import on each machine of that kind, or ship it as "
+                      f"scanforge/tuning/shipped/<device>.json)")
+        return 0
     name = args.backend or next(b.name for b in backends.available() if b.name != "reference")
     source = cache.user_file(name)
     if not source.exists():
@@ -68,9 +75,11 @@ def _export(console: Console, args) -> int:
 
 
 def _import(console: Console, args) -> int:
-    target, count, used = cache.import_file(args.path)
-    where = "used on this machine" if used else "NOT used on this machine (tuned for another device or versions)"
-    console.print(f"imported {count} entries into {target}: {where}")
+    target, count = cache.import_file(args.path)
+    if target is None:
+        console.print(f"imported nothing from {args.path}: tuned for another device or versions (warning above)")
+        return 1
+    console.print(f"imported {count} entries into {target}: used on this machine")
     return 0
 
 

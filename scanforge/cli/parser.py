@@ -1,4 +1,5 @@
-"""The ``scanforge`` command line: tune | cache | check | bench | experiment | compile | show-kernel."""
+"""The ``scanforge`` command line: tune | cache | check | bench | experiment | compile | show-kernel |
+serve-storage."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from . import cache as cache_command
 from . import check as check_command
 from . import compile as compile_command
 from . import experiment as experiment_command
+from . import serve_storage as serve_storage_command
 from . import show_kernel as show_kernel_command
 from . import tune as tune_command
 
@@ -61,7 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("action", choices=["list", "show", "clear", "export", "import"])
     cache.add_argument("path", nargs="?", help="export: file to write; import: file to read")
     cache.add_argument("--backend")
+    cache.add_argument("--storage", help="export: the winners recorded in this study storage (a fleet's), not "
+                                         "this machine's cache")
+    cache.add_argument("--fingerprint", help="export --storage: which device's winners (a fingerprint id), when "
+                                             "the storage holds several")
     cache.set_defaults(func=cache_command.run)
+
+    serve = sub.add_parser("serve-storage", help="Optuna's gRPC storage proxy: many workers, few database "
+                                                 "connections")
+    serve_storage_command.add_arguments(serve)
+    serve.set_defaults(func=serve_storage_command.run)
 
     check = sub.add_parser("check", help="conformance suite: every backend, op, variant and law vs the reference")
     check.add_argument("--quick", action="store_true", help="small shapes (seconds, not minutes)")
@@ -115,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ValueError as e:
-        Console(stderr=True).print(f"[red]error:[/red] {escape(str(e))}")
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(str(e))}")
         return 2
 
 

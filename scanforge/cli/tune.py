@@ -18,6 +18,7 @@ from ..kernels.variants import DEFAULT_WORKLOAD, GATHER_VARIANTS, SCAN_VARIANTS,
 from ..tuning import aot, compile_plan
 from ..tuning.plots import plot_study
 from ..tuning.spaces import space_for
+from ..tuning.storage import redact
 from ..tuning.trials import Task, TrialRunner
 from ..tuning.tuner import Outcome, open_storage, tune
 from ..tuning.worker import RunnerPool, SubprocessRunner
@@ -146,13 +147,14 @@ def run(args) -> int:
         return dry_run(args, console)
     backend = tuning_backend(args.backend)
     tasks, skipped = build_tasks(backend, args.op, args.variant, args.shapes, args.dtype, args.phase)
+    storage = open_storage(args.storage)  # before anything is printed: a bad URL is one line of error
     device = backends.get(backend).device_name()
+    where = redact(args.storage) if args.storage else "SQLite in the cache dir"
     console.print(f"[bold]scanforge tune[/bold]: {len(tasks)} studies on {backend} ({device}); "
                   f"sampler {args.sampler}, seed {args.seed}, up to {args.trials} measured configs each; storage "
-                  f"{args.storage or 'SQLite in the cache dir'} (inspect with optuna-dashboard)")
+                  f"{where} (inspect with optuna-dashboard)")
     for line in skipped:
         console.print(f"[dim]skipped {line}[/dim]")
-    storage = open_storage(args.storage)
     if args.in_process:
         runner = TrialRunner(seed=args.seed)
     else:

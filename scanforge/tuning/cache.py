@@ -217,17 +217,23 @@ def is_this_machine(fp: dict) -> bool:
     return backend.unavailable_reason() is None and fp == fingerprint(backend.name)
 
 
-def import_file(path: str | Path) -> tuple[Path, int, bool]:
-    """Merge a cache file (e.g. exported on another machine) into the user cache, under its own
-    fingerprint: returns (where, entries, whether this machine will use it)."""
+def import_file(path: str | Path) -> tuple[Path | None, int]:
+    """Merge a cache file (e.g. a fleet's winners, from ``scanforge cache export``) into this
+    machine's cache: returns (where, entries). A file tuned for another fingerprint (device,
+    libraries, kernels) is refused with one warning: (None, 0)."""
     text = Path(path).read_text()
     data = read_file(str(path), text)
     if data is None:
         raise ValueError(f"{path}: not a scanforge cache file of schema <= {SCHEMA_VERSION}")
     fp = data["fingerprint"]
+    if not is_this_machine(fp):
+        _warn_once(str(path), f"{path} was tuned for {fp.get('backend')} on {fp.get('device')} "
+                              f"({fingerprint_id(fp)}), not this machine: its {len(data['entries'])} entries are "
+                              f"not imported (ship it for that device as scanforge/tuning/shipped/<device>.json)")
+        return None, 0
     target = user_dir() / f"{fingerprint_id(fp)}.json"
     merge_entries(target, fp, data["entries"])
-    return target, len(data["entries"]), is_this_machine(fp)
+    return target, len(data["entries"])
 
 
 def clear() -> int:

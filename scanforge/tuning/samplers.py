@@ -20,6 +20,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from .spaces import SearchSpace, config_key
+from .storage import interrupted
 
 
 class NeighborhoodSampler(optuna.samplers.BaseSampler):
@@ -39,8 +40,9 @@ class NeighborhoodSampler(optuna.samplers.BaseSampler):
         if not search_space:
             return {}
         trials = study.get_trials(deepcopy=False)
-        tried = {config_key(t.params) for t in trials
-                 if t.number != trial.number and len(t.params) == len(search_space)}
+        tried = {config_key(t.params) for t in trials  # an interrupted or pruned trial measured nothing
+                 if t.number != trial.number and len(t.params) == len(search_space)
+                 and t.state != TrialState.PRUNED and not interrupted(t)}
         complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
         for config in self._candidates([t.params for t in complete]):
             if config_key(config) not in tried and self.space.violated(config, self.shape) is None:

@@ -15,21 +15,19 @@ from __future__ import annotations
 import math
 import re
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import optuna
-import sqlalchemy
 
 from .. import backends
-from ..paths import cache_dir
 from ..testing.conformance import verify_config
-from . import aot, cache
+from . import aot, cache, fleet
 from .configs import default_config
 from .fingerprint import fingerprint, fingerprint_id
 from .samplers import make_sampler
 from .spaces import SearchSpace, config_key, space_for
+from .storage import default_storage, grace_seconds, interrupted, open_storage  # noqa: F401 - public here too
 from .trials import Task, TrialResult
 
 #: A tuned config must beat the default by this fraction in the interleaved re-timing.
@@ -58,6 +56,7 @@ class Outcome:
     pruned: int = 0  # suggestions that broke a constraint
     repeated: int = 0  # suggestions of a config already measured (its result reused)
     failures: dict[str, int] = field(default_factory=dict)  # reason -> count
+    interrupted: int = 0  # trials failed by the heartbeat (a worker killed or cut off): not measured
     accepted: bool = False  # whether a tuned config beat the default and was stored
     note: str = ""
 
@@ -66,29 +65,6 @@ class Outcome:
         if self.seconds and self.default_seconds:
             return self.default_seconds / self.seconds
         return math.nan
-
-
-def default_storage() -> str:
-    path = cache_dir() / "studies.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
-
-
-def open_storage(url: str | None) -> optuna.storages.BaseStorage:
-    """Optuna RDB storage with heartbeats: a trial left running by a killed process is failed
-    when the study resumes, instead of staying RUNNING forever."""
-    url = url or default_storage()
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    for attempt in range(5):  # processes creating one fresh database race on its schema: the loser retries
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=5, grace_period=20)
-        except sqlalchemy.exc.SQLAlchemyError:
-            if attempt == 4:
-                raise
-            time.sleep(0.5 * (attempt + 1))
-    raise AssertionError("unreachable")
 
 
 def study_name(task: Task) -> str:
@@ -102,9 +78,14 @@ def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def _measured(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """The finished trials that ran a config: not pruned, not a repeat of an earlier one."""
-    return [t for t in _finished(study)
-            if t.state != optuna.trial.TrialState.PRUNED and "duplicate_of" not in t.user_attrs]
+    """The finished trials that ran a config: not pruned, not a repeat, not interrupted."""
+    return fleet.measured(study)
+
+
+def _wait_seconds(runner) -> float:
+    """How long a worker may wait for another's trial: a trial's timeout, twice, and the heartbeat's grace."""
+    timeouts = [getattr(r, "timeout", 0) for r in getattr(runner, "runners", [runner])]
+    return 2 * max(timeouts + [300.0]) + grace_seconds()
 
 
 class _Objective:
@@ -117,10 +98,12 @@ class _Objective:
         # under the warps floor for this device is pruned before it is timed.
         self.target = aot.device_target() if task.backend in aot.GPU_BACKENDS and \
             backends.get(task.backend).runs_on_gpu() else None
+        self.wait_seconds = _wait_seconds(runner)
 
     def __call__(self, trial: optuna.Trial) -> float:
         config = {name: trial.suggest_categorical(name, list(choices)) for name, choices in self.space.params.items()}
         trial.set_user_attr("config", config)
+        trial.set_user_attr("worker", fleet.WORKER)
         broken = self.space.violated(config, self.task.shape)
         if broken:
             trial.set_user_attr("reason", f"constraint: {broken}")
@@ -130,13 +113,13 @@ class _Objective:
             self.feasible.discard(config_key(config))
             trial.set_user_attr("reason", f"compile: {why}")
             raise optuna.TrialPruned(f"compile: {why}")
-        for earlier in _finished(trial.study):
-            if earlier.params == trial.params and earlier.state != optuna.trial.TrialState.PRUNED:
-                trial.set_user_attr("duplicate_of", earlier.number)
-                if earlier.state == optuna.trial.TrialState.FAIL:
-                    trial.set_user_attr("reason", earlier.user_attrs.get("reason", "failed"))
-                    raise TrialFailed(trial.user_attrs["reason"])
-                return earlier.value
+        earlier = fleet.claim(trial, self.wait_seconds)  # None: this trial measures the config
+        if earlier is not None:
+            trial.set_user_attr("duplicate_of", earlier.number)
+            if earlier.state == optuna.trial.TrialState.FAIL:
+                trial.set_user_attr("reason", earlier.user_attrs.get("reason", "failed"))
+                raise TrialFailed(trial.user_attrs["reason"])
+            return earlier.value
         result: TrialResult = self.runner.run(self.task, config)
         trial.set_user_attr("wall_seconds", round(result.wall_seconds, 3))
         if self.on_trial:
@@ -148,8 +131,7 @@ class _Objective:
         return result.seconds
 
     def exhausted(self, study: optuna.Study) -> bool:
-        tried = {config_key(t.user_attrs.get("config", {})) for t in _finished(study)}
-        return self.feasible <= tried
+        return self.feasible <= fleet.tried(study)  # measured, or being measured by another worker
 
 
 _WHERE = re.compile(r" \([\w.]+:\d+\)$")  # the "(file.py:12)" of a reason: one row per kind of failure
@@ -158,7 +140,9 @@ _WHERE = re.compile(r" \([\w.]+:\d+\)$")  # the "(file.py:12)" of a reason: one 
 def _summarize(outcome: Outcome, study: optuna.Study) -> None:
     outcome.trials = len(_measured(study))
     for t in _finished(study):
-        if t.state == optuna.trial.TrialState.PRUNED:
+        if interrupted(t):
+            outcome.interrupted += 1
+        elif t.state == optuna.trial.TrialState.PRUNED:
             outcome.pruned += 1
         elif "duplicate_of" in t.user_attrs:
             outcome.repeated += 1
@@ -190,7 +174,8 @@ def tune(task: Task, runner, *, trials: int = 20, budget_seconds: float | None =
         return outcome
     objective = _Objective(task, space, runner, on_trial)
     if not study.trials and sampler != "grid":
-        study.enqueue_trial(default)  # the baseline, measured like any other config, first
+        study.enqueue_trial(default, skip_if_exists=True)  # the baseline, measured like any other config, first
+    fleet.settle(study, 0)  # fail the trials of workers that died since the study was last used
     remaining = trials - len(_measured(study))
     deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
 
@@ -204,45 +189,67 @@ def tune(task: Task, runner, *, trials: int = 20, budget_seconds: float | None =
         study.optimize(objective, n_trials=SUGGESTIONS_PER_TRIAL * remaining + space.size, catch=(TrialFailed,),
                        callbacks=[stop_when_done], n_jobs=getattr(runner, "size", 1), gc_after_trial=False,
                        show_progress_bar=False)
+    left = fleet.settle(study, _wait_seconds(runner)) if accept else []  # other workers' trials end first
     _summarize(outcome, study)
     if accept:
-        _accept(outcome, study, runner, retime_rounds, write_cache)
+        _accept(outcome, study, store, runner, retime_rounds, write_cache, left)
     return outcome
 
 
-def _accept(outcome: Outcome, study: optuna.Study, runner, rounds: int, write_cache: bool) -> None:
-    """Re-time the best config alternately with the default; store it only if it wins clearly."""
-    complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+def _accept(outcome: Outcome, study: optuna.Study, storage, runner, rounds: int, write_cache: bool,
+            left: list) -> None:
+    """Take the study's verdict on its best config (made once, by one worker: see
+    :mod:`scanforge.tuning.fleet`) and cache the config if it won. ``left``: trials still running."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if "duplicate_of" not in t.user_attrs]
     if not complete:
         outcome.note = "no config passed the correctness check"
         return
-    best = min(complete, key=lambda t: t.value)
-    best_config = best.user_attrs["config"]
+    best = min(complete, key=lambda t: (t.value, t.number))
     task, default = outcome.task, outcome.default
-    default_ok = any(t.user_attrs.get("config") == default for t in complete)
-    if best_config == default:
+    if best.user_attrs["config"] == default:
         outcome.seconds = outcome.default_seconds = best.value
         outcome.note = "the default is the best config found"
         return
+    verdict = fleet.verdict(study, storage, best.number, lambda: _judge(outcome, best, complete, runner, rounds))
+    outcome.seconds, outcome.default_seconds = verdict["seconds"], verdict["default_seconds"]
+    outcome.note = verdict["note"] + (f" ({len(left)} trial(s) of other workers still running)" if left else "")
+    if verdict["accepted"]:
+        entry = verdict["entry"]
+        outcome.config, outcome.accepted = dict(entry["config"]), True
+        if write_cache:
+            cache.store(task.backend, task.spec, task.shape, entry["config"],
+                        **{k: v for k, v in entry.items() if k not in ("spec", "bucket", "config")})
+
+
+def _judge(outcome: Outcome, best: optuna.trial.FrozenTrial, complete: list, runner, rounds: int) -> dict:
+    """Re-time the best config alternately with the default; accept it only if it wins clearly and
+    passes the conformance suite. Returns the verdict (JSON) that every worker of the study adopts."""
+    task, default, best_config = outcome.task, outcome.default, best.user_attrs["config"]
+    verdict = {"accepted": False, "seconds": None, "default_seconds": None}
+    default_ok = any(t.user_attrs.get("config") == default for t in complete)
     if not default_ok:
         default_ok = runner.run(task, default).ok  # a grid search or a study started elsewhere
     if default_ok:
-        outcome.seconds, outcome.default_seconds = runner.compare(task, best_config, default, rounds)
-        wins = outcome.seconds < outcome.default_seconds * (1 - MIN_GAIN)
+        seconds, default_seconds = runner.compare(task, best_config, default, rounds)
+        wins = seconds < default_seconds * (1 - MIN_GAIN)
+        verdict.update(seconds=seconds, default_seconds=default_seconds)
     else:  # the default itself is wrong or broken here: any correct config beats it
-        outcome.seconds, wins = best.value, True
+        verdict["seconds"], wins = best.value, True
     if not wins:
-        outcome.note = (f"best config {best_config} ({outcome.seconds * 1e3:.3f} ms) did not beat the default "
-                        f"when re-timed; default kept")
-        outcome.seconds = outcome.default_seconds  # what runs from now on
-        return
+        verdict["note"] = (f"best config {best_config} ({verdict['seconds'] * 1e3:.3f} ms) did not beat the default "
+                           f"when re-timed; default kept")
+        verdict["seconds"] = verdict["default_seconds"]  # what runs from now on
+        return verdict
     # The same suite as `scanforge check`, with this config forced.
     failures = verify_config(task.backend, task.spec, best_config, task.shape)
     if failures:
-        outcome.note = f"best config {best_config} failed the conformance suite; not cached: " + " | ".join(failures)
-        return
-    outcome.config, outcome.accepted = dict(best_config), True
-    if write_cache:
-        cache.store(task.backend, task.spec, task.shape, best_config, seconds=outcome.seconds,
-                    default_seconds=outcome.default_seconds, trials=outcome.trials, study=outcome.study_name,
-                    tuned_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        verdict["note"] = f"best config {best_config} failed the conformance suite; not cached: " + " | ".join(failures)
+        return verdict
+    b = cache.bucket(task.shape)
+    entry = {"spec": task.spec.key(), "bucket": list(b), "config": dict(best_config), "seconds": verdict["seconds"],
+             "default_seconds": verdict["default_seconds"], "trials": outcome.trials, "study": outcome.study_name,
+             "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    verdict.update(accepted=True, note="", entry=entry, key=cache.entry_key(task.spec, b),
+                   fingerprint=fingerprint(task.backend))
+    return verdict

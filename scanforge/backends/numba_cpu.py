@@ -69,6 +69,7 @@ class NumbaCPUBackend(Backend):
             return f"runs on CPU tensors, got a tensor on {device}"
         return None
 
+    @codegen.rebuilds_damaged_cache
     def scan_forward(self, spec, inputs, config=None):
         batch, dim, L = inputs.u.shape
         N = inputs.A.shape[1]
@@ -79,6 +80,7 @@ class NumbaCPUBackend(Backend):
         h = torch.from_numpy(h_last) if spec.return_last_state else inputs.u.new_empty((0,), dtype=torch.float32)
         return torch.from_numpy(y).to(inputs.u.dtype), h
 
+    @codegen.rebuilds_damaged_cache
     def scan_backward(self, spec, inputs, dy, dh_last, config=None):
         module = _module(spec.adjoint(), _scan_shape(inputs), config)
         batch, dim, L = inputs.u.shape
@@ -107,6 +109,7 @@ class NumbaCPUBackend(Backend):
         grads.update({k: v for k, v in optional.items() if getattr(inputs, k) is not None})
         return {k: v.to(getattr(inputs, k).dtype) for k, v in grads.items()}
 
+    @codegen.rebuilds_damaged_cache
     def scan_decode(self, spec, state, x, dt, A, B, C, D, z, dt_bias, gate, gate_threshold, window, config=None):
         batch, dim = x.shape
         module = _module(spec, (batch, dim, 1, A.shape[1]), config)  # a scan shape with L = 1
@@ -125,6 +128,7 @@ class NumbaCPUBackend(Backend):
                 t.copy_(torch.from_numpy(a))
         return torch.from_numpy(out).to(x.dtype)
 
+    @codegen.rebuilds_damaged_cache
     def gather_forward(self, spec, x, k, scores, config=None):
         batch, T, d = x.shape
         module = _module(spec, (batch, T, d, k), config)
@@ -134,6 +138,7 @@ class NumbaCPUBackend(Backend):
         module.gather_forward(_np(x), _np(scores, (0, 0)), k, out, idx, slot)
         return torch.from_numpy(out).to(x.dtype), torch.from_numpy(idx), torch.from_numpy(slot)
 
+    @codegen.rebuilds_damaged_cache
     def gather_backward(self, spec, x, k, scores, slot, gout, config=None):
         module = _module(spec.adjoint(), (*x.shape, k), config)
         dx = np.empty(tuple(x.shape), dtype=np.float32)

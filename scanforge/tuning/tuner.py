@@ -6,8 +6,14 @@ where it stopped and several processes or machines given one ``--storage`` URL s
 Trials that break a constraint are pruned; configs already measured are not re-run; a config that
 fails to compile, is wrong or hangs is a failed trial with its reason. The trial budget counts
 measured configs only: in a space where most points break a constraint, pruned and repeated
-suggestions would otherwise use it up before a handful of configs ran. The best config is then
-timed alternately with the default (a noise guard) and written to the cache only if it wins.
+suggestions would otherwise use it up before a handful of configs ran.
+
+A trial stopped from outside — Ctrl-C, a signal, the tuning process failing or being killed (then
+Optuna's heartbeat fails the trial without a reason) — measured nothing: it is recorded as
+interrupted with its reason, does not count against the budget, and its config is measured again
+first by the next run. So is a config that timed out under a shorter ``--trial-timeout`` than the
+current run's. The best config is then timed alternately with the default and written to the cache
+only if it beats it by more than :data:`MIN_GAIN` and more than the noise of that re-timing.
 """
 
 from __future__ import annotations
@@ -15,12 +21,10 @@ from __future__ import annotations
 import math
 import re
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import optuna
-import sqlalchemy
 
 from .. import backends
 from ..paths import cache_dir
@@ -30,9 +34,11 @@ from .configs import default_config
 from .fingerprint import fingerprint, fingerprint_id
 from .samplers import make_sampler
 from .spaces import SearchSpace, config_key, space_for
-from .trials import Task, TrialResult
+from .storage_url import open_rdb
+from .trials import Comparison, Interrupted, Task, TrialResult
 
-#: A tuned config must beat the default by this fraction in the interleaved re-timing.
+#: A tuned config must beat the default by this fraction in the interleaved re-timing (and by more than
+#: the re-timing's noise, the spread of its rounds' ratios).
 MIN_GAIN = 0.02
 #: At most this many suggestions per config to measure (infeasible and repeated ones are not measured).
 SUGGESTIONS_PER_TRIAL = 10
@@ -58,8 +64,14 @@ class Outcome:
     pruned: int = 0  # suggestions that broke a constraint
     repeated: int = 0  # suggestions of a config already measured (its result reused)
     failures: dict[str, int] = field(default_factory=dict)  # reason -> count
+    interrupted: int = 0  # trials stopped from outside (not measurements; their configs are measured again)
+    remeasured: int = 0  # measurements of configs an earlier interruption had left unmeasured
+    noisy: int = 0  # measured configs whose timing repeats disagreed by more than timing.NOISY
+    measured_now: int = 0  # configs this run measured (the rest of `trials` came from earlier runs)
+    stopped: str = ""  # why the search ended
+    noise: float | None = None  # spread of the best-vs-default re-timing's ratios
     accepted: bool = False  # whether a tuned config beat the default and was stored
-    note: str = ""
+    note: str = ""  # why nothing was cached (or what to know about the winner)
 
     @property
     def speedup(self) -> float:
@@ -76,19 +88,9 @@ def default_storage() -> str:
 
 def open_storage(url: str | None) -> optuna.storages.BaseStorage:
     """Optuna RDB storage with heartbeats: a trial left running by a killed process is failed
-    when the study resumes, instead of staying RUNNING forever."""
-    url = url or default_storage()
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    for attempt in range(5):  # processes creating one fresh database race on its schema: the loser retries
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=5, grace_period=20)
-        except sqlalchemy.exc.SQLAlchemyError:
-            if attempt == 4:
-                raise
-            time.sleep(0.5 * (attempt + 1))
-    raise AssertionError("unreachable")
+    when the study resumes, instead of staying RUNNING forever. A URL that cannot be used is a
+    :class:`~scanforge.tuning.storage_url.StorageError` (a ``ValueError``) of one line."""
+    return open_rdb(url or default_storage())
 
 
 def study_name(task: Task) -> str:
@@ -101,10 +103,45 @@ def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=done)
 
 
-def _measured(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """The finished trials that ran a config: not pruned, not a repeat of an earlier one."""
+def interrupted(trial: optuna.trial.FrozenTrial) -> bool:
+    """A trial that ended without measuring its config: stopped by the user or a signal, by the tuning
+    process failing (``interrupted`` says how), or failed by the heartbeat after its process was
+    killed (then it has no ``reason``: every failure of a config has one)."""
+    return trial.state == optuna.trial.TrialState.FAIL and (
+        "interrupted" in trial.user_attrs or "reason" not in trial.user_attrs)
+
+
+def unmeasured(trial: optuna.trial.FrozenTrial, timeout: float | None) -> bool:
+    """Whether a finished trial leaves its config to be measured (again): interrupted, or stopped by a
+    shorter trial timeout than ``timeout`` (this run's)."""
+    limit = trial.user_attrs.get("timed_out_after")
+    return interrupted(trial) or (limit is not None and timeout is not None and limit < timeout)
+
+
+def _measured(study: optuna.Study, timeout: float | None = None) -> list[optuna.trial.FrozenTrial]:
+    """The finished trials that ran a config: not pruned, not a repeat of an earlier one, not interrupted."""
     return [t for t in _finished(study)
-            if t.state != optuna.trial.TrialState.PRUNED and "duplicate_of" not in t.user_attrs]
+            if t.state != optuna.trial.TrialState.PRUNED and "duplicate_of" not in t.user_attrs
+            and not unmeasured(t, timeout)]
+
+
+def _to_measure_again(study: optuna.Study, timeout: float | None) -> list[dict]:
+    """Configs whose trials were interrupted (or timed out under a shorter limit) and that no later
+    trial measured nor waits to measure: the next run measures them first."""
+    done = {config_key(t.params) for t in _measured(study, timeout)}
+    waiting = {config_key(t.system_attrs.get("fixed_params", {}))
+               for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))}
+    again: dict[tuple, dict] = {}
+    for t in _finished(study):
+        key = config_key(t.params)
+        if t.params and unmeasured(t, timeout) and key not in done and key not in waiting:
+            again.setdefault(key, dict(t.params))
+    return list(again.values())
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else ""
 
 
 class _Objective:
@@ -112,11 +149,21 @@ class _Objective:
 
     def __init__(self, task: Task, space: SearchSpace, runner, on_trial: Callable | None):
         self.task, self.space, self.runner, self.on_trial = task, space, runner, on_trial
+        self.timeout = getattr(runner, "timeout", None)
         self.feasible = {config_key(c) for c in space.grid(task.shape)}
+        self.measured_now = 0
         # On a GPU the compiler decides what fits: a config that fails to compile, spills or is
         # under the warps floor for this device is pruned before it is timed.
         self.target = aot.device_target() if task.backend in aot.GPU_BACKENDS and \
             backends.get(task.backend).runs_on_gpu() else None
+
+    @staticmethod
+    def _mark_interrupted(trial: optuna.Trial, why: str) -> None:
+        try:  # the storage itself may be what failed
+            trial.set_user_attr("interrupted", why)
+            trial.set_user_attr("reason", f"interrupted: {why}")
+        except Exception:  # noqa: BLE001 - the heartbeat then fails the trial without a reason: interrupted too
+            pass
 
     def __call__(self, trial: optuna.Trial) -> float:
         config = {name: trial.suggest_categorical(name, list(choices)) for name, choices in self.space.params.items()}
@@ -131,52 +178,83 @@ class _Objective:
             trial.set_user_attr("reason", f"compile: {why}")
             raise optuna.TrialPruned(f"compile: {why}")
         for earlier in _finished(trial.study):
-            if earlier.params == trial.params and earlier.state != optuna.trial.TrialState.PRUNED:
+            if earlier.params == trial.params and earlier.state != optuna.trial.TrialState.PRUNED \
+                    and not unmeasured(earlier, self.timeout):
                 trial.set_user_attr("duplicate_of", earlier.number)
                 if earlier.state == optuna.trial.TrialState.FAIL:
                     trial.set_user_attr("reason", earlier.user_attrs.get("reason", "failed"))
                     raise TrialFailed(trial.user_attrs["reason"])
                 return earlier.value
-        result: TrialResult = self.runner.run(self.task, config)
+        try:
+            result: TrialResult = self.runner.run(self.task, config)
+        except (KeyboardInterrupt, Interrupted) as e:
+            self._mark_interrupted(trial, _first_line(e) or "stopped by the user (Ctrl-C)")
+            raise
+        except BaseException as e:  # the tuning process failed mid-trial: not the config's fault
+            self._mark_interrupted(trial, f"the tuning process failed ({type(e).__name__}: {_first_line(e)})")
+            raise
+        self.measured_now += 1
         trial.set_user_attr("wall_seconds", round(result.wall_seconds, 3))
         if self.on_trial:
             self.on_trial(trial.number, config, result)
         if not result.ok:
+            if result.timed_out_after is not None:
+                trial.set_user_attr("timed_out_after", result.timed_out_after)
             trial.set_user_attr("reason", result.reason)
             raise TrialFailed(result.reason)
         trial.set_user_attr("errors", {k: v for k, v in result.errors.items() if v == v})
+        trial.set_user_attr("spread", round(result.spread, 4))
+        if result.noisy:
+            trial.set_user_attr("noisy", True)
         return result.seconds
 
+    def tried(self, study: optuna.Study) -> set[tuple]:
+        return {config_key(t.user_attrs.get("config", {})) for t in _finished(study)
+                if not unmeasured(t, self.timeout)}
+
     def exhausted(self, study: optuna.Study) -> bool:
-        tried = {config_key(t.user_attrs.get("config", {})) for t in _finished(study)}
-        return self.feasible <= tried
+        return self.feasible <= self.tried(study)
 
 
 _WHERE = re.compile(r" \([\w.]+:\d+\)$")  # the "(file.py:12)" of a reason: one row per kind of failure
 
 
-def _summarize(outcome: Outcome, study: optuna.Study) -> None:
-    outcome.trials = len(_measured(study))
+def _summarize(outcome: Outcome, study: optuna.Study, timeout: float | None) -> None:
+    outcome.trials = len(_measured(study, timeout))
     for t in _finished(study):
         if t.state == optuna.trial.TrialState.PRUNED:
             outcome.pruned += 1
+        elif interrupted(t):
+            outcome.interrupted += 1
+        elif unmeasured(t, timeout):
+            continue  # timed out under a shorter limit than this run's: measured again, counted there
         elif "duplicate_of" in t.user_attrs:
             outcome.repeated += 1
-        elif t.state == optuna.trial.TrialState.COMPLETE:
-            outcome.complete += 1
         else:
-            outcome.failed += 1
-            reason = _WHERE.sub("", t.user_attrs.get("reason") or "failed")[:100]
-            outcome.failures[reason] = outcome.failures.get(reason, 0) + 1
+            outcome.remeasured += "remeasure" in t.user_attrs
+            if t.state == optuna.trial.TrialState.COMPLETE:
+                outcome.complete += 1
+                outcome.noisy += bool(t.user_attrs.get("noisy"))
+            else:
+                outcome.failed += 1
+                reason = _WHERE.sub("", t.user_attrs.get("reason") or "failed")[:300]
+                outcome.failures[reason] = outcome.failures.get(reason, 0) + 1
 
 
 def tune(task: Task, runner, *, trials: int = 20, budget_seconds: float | None = None, sampler: str = "local",
          seed: int = 0, storage: str | optuna.storages.BaseStorage | None = None, space_file=None,
-         on_trial: Callable | None = None, write_cache: bool = True, retime_rounds: int = 5,
-         accept: bool = True) -> Outcome:
+         on_trial: Callable | None = None, on_plan: Callable[[int], None] | None = None, write_cache: bool = True,
+         retime_rounds: int = 5, accept: bool = True) -> Outcome:
     """Tune ``task`` until its study has measured ``trials`` configs (counting earlier runs), the
     space is exhausted, or ``budget_seconds`` pass; then accept the winner if it beats the default
-    (``accept=False``: search only; nothing is re-timed, verified or cached)."""
+    (``accept=False``: search only; nothing is re-timed, verified or cached). ``on_plan(n)`` is told
+    how many configs this run means to measure, ``on_trial(number, config, result)`` each measurement.
+    A ``KeyboardInterrupt`` (or :class:`~scanforge.tuning.trials.Interrupted`) during a trial marks it
+    interrupted and propagates."""
+    if trials < 1:
+        raise ValueError(f"trials: expected an int >= 1, got {trials!r}")
+    if budget_seconds is not None and not budget_seconds > 0:
+        raise ValueError(f"budget_seconds: expected seconds > 0, got {budget_seconds!r}")
     space = space_for(task.backend, task.family, space_file)
     default = dict(space.default) if space_file else default_config(task.backend, task.spec)
     name = study_name(task)
@@ -189,13 +267,18 @@ def tune(task: Task, runner, *, trials: int = 20, budget_seconds: float | None =
         outcome.note = "nothing to tune: the family has no parameters"
         return outcome
     objective = _Objective(task, space, runner, on_trial)
+    timeout = objective.timeout
     if not study.trials and sampler != "grid":
         study.enqueue_trial(default)  # the baseline, measured like any other config, first
-    remaining = trials - len(_measured(study))
+    for config in _to_measure_again(study, timeout):  # interrupted configs first; they were never measured
+        study.enqueue_trial(config, user_attrs={"remeasure": True})
+    remaining = trials - len(_measured(study, timeout))
     deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
+    if on_plan:
+        on_plan(max(0, min(remaining, len(objective.feasible - objective.tried(study)))))
 
     def stop_when_done(study: optuna.Study, _trial) -> None:
-        if len(_measured(study)) >= trials or objective.exhausted(study) or (
+        if len(_measured(study, timeout)) >= trials or objective.exhausted(study) or (
                 deadline is not None and time.monotonic() > deadline):
             study.stop()
 
@@ -204,17 +287,27 @@ def tune(task: Task, runner, *, trials: int = 20, budget_seconds: float | None =
         study.optimize(objective, n_trials=SUGGESTIONS_PER_TRIAL * remaining + space.size, catch=(TrialFailed,),
                        callbacks=[stop_when_done], n_jobs=getattr(runner, "size", 1), gc_after_trial=False,
                        show_progress_bar=False)
-    _summarize(outcome, study)
+    _summarize(outcome, study, timeout)
+    outcome.measured_now = objective.measured_now
+    if outcome.trials >= trials:
+        outcome.stopped = f"{trials} configs measured (--trials)"
+    elif objective.exhausted(study):
+        outcome.stopped = "every feasible config measured"
+    elif deadline is not None and time.monotonic() > deadline:
+        outcome.stopped = f"--budget-seconds {budget_seconds:g} reached"
+    else:
+        outcome.stopped = "the sampler suggested no new config"
     if accept:
-        _accept(outcome, study, runner, retime_rounds, write_cache)
+        _accept(outcome, study, runner, retime_rounds, write_cache, timeout)
     return outcome
 
 
-def _accept(outcome: Outcome, study: optuna.Study, runner, rounds: int, write_cache: bool) -> None:
+def _accept(outcome: Outcome, study: optuna.Study, runner, rounds: int, write_cache: bool,
+            timeout: float | None = None) -> None:
     """Re-time the best config alternately with the default; store it only if it wins clearly."""
     complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
     if not complete:
-        outcome.note = "no config passed the correctness check"
+        outcome.note = "no config passed the correctness check" if outcome.trials else "no config was measured"
         return
     best = min(complete, key=lambda t: t.value)
     best_config = best.user_attrs["config"]
@@ -226,23 +319,33 @@ def _accept(outcome: Outcome, study: optuna.Study, runner, rounds: int, write_ca
         return
     if not default_ok:
         default_ok = runner.run(task, default).ok  # a grid search or a study started elsewhere
+    needed = MIN_GAIN
     if default_ok:
-        outcome.seconds, outcome.default_seconds = runner.compare(task, best_config, default, rounds)
-        wins = outcome.seconds < outcome.default_seconds * (1 - MIN_GAIN)
+        timed: Comparison = runner.compare(task, best_config, default, rounds)
+        outcome.seconds, outcome.default_seconds, outcome.noise = timed.seconds_a, timed.seconds_b, timed.noise
+        needed = max(MIN_GAIN, timed.noise)
+        wins = outcome.seconds < outcome.default_seconds * (1 - needed)
     else:  # the default itself is wrong or broken here: any correct config beats it
         outcome.seconds, wins = best.value, True
     if not wins:
-        outcome.note = (f"best config {best_config} ({outcome.seconds * 1e3:.3f} ms) did not beat the default "
+        gain = 1 - outcome.seconds / outcome.default_seconds
+        outcome.note = (f"best config {_config_text(best_config)} ({outcome.seconds * 1e3:.3f} ms, {gain:+.1%}) "
+                        f"did not beat the default ({outcome.default_seconds * 1e3:.3f} ms) by more than "
+                        f"{needed:.1%} ({'the re-timing noise' if needed > MIN_GAIN else 'the minimum gain'}) "
                         f"when re-timed; default kept")
         outcome.seconds = outcome.default_seconds  # what runs from now on
         return
     # The same suite as `scanforge check`, with this config forced.
     failures = verify_config(task.backend, task.spec, best_config, task.shape)
     if failures:
-        outcome.note = f"best config {best_config} failed the conformance suite; not cached: " + " | ".join(failures)
+        outcome.note = f"best config {_config_text(best_config)} failed the conformance suite: " + " | ".join(failures)
         return
     outcome.config, outcome.accepted = dict(best_config), True
     if write_cache:
         cache.store(task.backend, task.spec, task.shape, best_config, seconds=outcome.seconds,
                     default_seconds=outcome.default_seconds, trials=outcome.trials, study=outcome.study_name,
                     tuned_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+
+def _config_text(config: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in config.items())

@@ -112,12 +112,12 @@ def summary_table(outcomes: list[Outcome]) -> Table:
                   title_justify="left", show_lines=True,
                   caption="configs: measured ones count against --trials; re-measured: measured again after an "
                           "interruption; interrupted: stopped from outside, not a measurement; noisy: timing repeats "
-                          f"disagreed by more than {NOISY:.0%}", caption_justify="left")
+                          f"disagreed by more than {NOISY:.0%}; gain: default / tuned", caption_justify="left")
     table.add_column("study", overflow="fold", ratio=2)
-    table.add_column("configs", overflow="fold", ratio=2, min_width=13)
-    for column in ("default", "tuned", "speed-up"):
+    table.add_column("configs", overflow="fold", ratio=2)
+    for column in ("default", "tuned", "gain"):
         table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("result", overflow="fold", ratio=3)
+    table.add_column("result", overflow="fold", ratio=4)
     for o in outcomes:
         t = o.task
         speed = "-" if math.isnan(o.speedup) else f"{o.speedup:.2f}x"

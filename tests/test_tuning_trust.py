@@ -19,6 +19,7 @@ import torch
 from toy_backend import ToyBackend
 
 from scanforge import backends
+from scanforge.cli import main
 from scanforge.kernels.ir import ScanSpec
 from scanforge.tuning import cache
 from scanforge.tuning.timing import NOISY, Timing
@@ -234,3 +235,16 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_measures_the_trial_again(tmp_path
     assert "1 measured" in out and "1 re-measured" in out and "1 interrupted" in out
     assert [t.params for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE] == \
         [{"MODE": "right", "WORK": 3}]
+
+
+def test_the_progress_bar_counts_what_this_run_measures(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "150")
+    monkeypatch.setenv("TOY_UNIT_SECONDS", "0.001")
+    argv = ["tune", "--backend", "toy", "--shapes", "1x8x32x4", "--variant", "causal", "--phase", "fwd",
+            "--in-process", "--storage", _storage(tmp_path), "--trials", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert " 1/1 " in out and "1 measured" in out
+    assert main(argv) == 0  # nothing left to measure: the bar says so, not 1/1
+    out = capsys.readouterr().out
+    assert " 0/0 " in out and " 1/1 " not in out and "0 this run" in out and "0 configs measured this run" in out

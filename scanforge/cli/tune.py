@@ -88,7 +88,7 @@ def _config_text(config: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in config.items())
 
 
-def configs_text(o: Outcome) -> str:
+def configs_text(o: Outcome, sep: str = "\n") -> str:
     """What the study measured: configs measured (failed among them), pruned, re-measured, interrupted."""
     parts = [f"{o.trials} measured" + (f" ({o.failed} failed)" if o.failed else "")]
     if o.measured_now != o.trials:
@@ -97,7 +97,7 @@ def configs_text(o: Outcome) -> str:
                         (o.noisy, "noisy")):
         if count:
             parts.append(f"{count} {word}")
-    return "\n".join(parts)
+    return sep.join(parts)
 
 
 def result_text(o: Outcome) -> str:
@@ -277,7 +277,7 @@ def _tune_all(args, tasks: list[Task], runner, storage, console: Console, outcom
             outcome = tune(task, runner, trials=args.trials, budget_seconds=args.budget_seconds,
                            sampler=args.sampler, seed=args.seed, storage=storage, on_trial=on_trial,
                            on_plan=on_plan)
-            progress.update(bar, status=f"{configs_text(outcome)}; {outcome.stopped}")
+            progress.update(bar, status=f"{configs_text(outcome, ', ')}; {outcome.stopped}")
             outcomes.append(outcome)
             if args.plot:
                 path = plot_study(outcome, storage, args.plot)

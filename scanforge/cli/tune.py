@@ -242,8 +242,9 @@ def run(args) -> int:
         except (KeyboardInterrupt, Interrupted) as e:
             stop.event.stop(stop.event.reason)
             done = f"; {len(outcomes)} of {len(tasks)} studies finished" if outcomes else ""
-            print(f"scanforge tune: {e or 'stopped'}; the running trial is recorded as interrupted and is measured "
-                  f"again first{done}; to resume, run the same command again", file=sys.stderr)
+            print(f"scanforge tune: {e or 'stopped'}; finished trials are kept and a trial that was running is "
+                  f"recorded as interrupted, to be measured again first{done}; to resume, run the same command "
+                  f"again", file=sys.stderr)
             return INTERRUPTED
         finally:
             runner.close()

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from . import backends
-from .kernels.validate import check_decode_args, decode_spec_for
+from .kernels.validate import as_int, check_decode_args, decode_spec_for
 
 __all__ = ["DecodeWindow", "selective_state_update"]
 
@@ -66,6 +66,7 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
     Returns:
         ``out [batch, dim]`` in x's dtype: the scan's output for this token.
     """
+    stride = as_int(stride)
     spec = check_decode_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus=dt_softplus, stride=stride,
                              gate=gate, gate_threshold=gate_threshold, gate_mode=gate_mode, window=window)
     name = backends.resolve(backend, spec, x.device)

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from . import backends
 from .backends.base import SCAN_GRAD_NAMES, ScanInputs
-from .kernels.validate import check_gather_args, check_scan_args, gather_spec_for, scan_spec_for
+from .kernels.validate import as_int, check_gather_args, check_scan_args, gather_spec_for, scan_spec_for
 
 __all__ = ["selective_scan", "topk_gather"]
 
@@ -95,6 +95,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     Returns:
         ``y [batch, dim, L]`` in u's dtype, or ``(y, h_last)`` with ``return_last_state=True``.
     """
+    stride = as_int(stride)
     spec = check_scan_args(u, delta, A, B, C, D, z, delta_bias, gate, initial_state,
                            delta_softplus=delta_softplus, direction=direction, stride=stride,
                            gate_threshold=gate_threshold, gate_mode=gate_mode, return_last_state=return_last_state,
@@ -155,9 +156,10 @@ def topk_gather(x, k, scores=None, *, keep_order=True, summary=None, weight=None
 
     Args:
         x: ``[batch, T, d]`` tokens (float32, float16 or bfloat16).
-        k: how many tokens to keep, ``1 <= k <= T``.
+        k: how many tokens to keep, ``1 <= k <= T`` (an int, ``np.int64`` or 0-d integer tensor).
         scores: ``[batch, T]`` (float32 or x's dtype), or None for the L2 norm of each token.
-            Ties go to the lower index, on every backend.
+            Ties go to the lower index, on every backend; a NaN score (or a token with a NaN, whose
+            norm is NaN) ranks below every number, -inf included, NaNs among themselves by index.
         keep_order: return the kept tokens in their original order (else by rank).
         summary: None, ``"mean"`` (append the mean of all tokens) or ``"mean_dropped"`` (of the
             dropped ones; zeros when k == T).
@@ -168,6 +170,7 @@ def topk_gather(x, k, scores=None, *, keep_order=True, summary=None, weight=None
     Returns:
         ``(out [batch, k (+1), d], idx [batch, k] int64)``.
     """
+    k = as_int(k)
     spec = check_gather_args(x, k, scores, keep_order=keep_order, summary=summary, weight=weight)
     name = backends.resolve(backend, spec, x.device)
     out, idx, _ = torch.ops.scanforge.topk_gather(x, k, scores, keep_order, spec.summary.value, spec.weight.value,

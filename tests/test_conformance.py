@@ -115,10 +115,10 @@ def test_check_exits_non_zero_and_writes_a_reproducer_that_fails_again(toys, tmp
 
 def test_a_forced_config_file_is_what_runs(toys, tmp_path):
     right = tmp_path / "right.json"
-    right.write_text(json.dumps({"scan_fwd": {"MODE": "right", "WORK": 0}, "scan_bwd": {"MODE": "right", "WORK": 0}}))
+    right.write_text(json.dumps({"scan_fwd": {"MODE": "right", "WORK": 1}, "scan_bwd": {"MODE": "right", "WORK": 1}}))
     assert main(["check", "--quick", "--backend", "wrongtoy", "--config", str(right)]) == 0
     wrong = tmp_path / "wrong.toml"
-    wrong.write_text('[scan_fwd]\nMODE = "wrong"\nWORK = 0\n')
+    wrong.write_text('[scan_fwd]\nMODE = "wrong"\nWORK = 1\n')  # a forced config is a point of the space
     assert main(["check", "--quick", "--backend", "toy", "--config", str(wrong), "--repro-dir", str(tmp_path)]) == 1
     with pytest.raises(ValueError, match=r"--config .*expected a table of kernel families"):
         load_config_file(_write(tmp_path / "bad.json", {"scan_fwdd": {}}))

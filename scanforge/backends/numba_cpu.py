@@ -4,9 +4,17 @@ Inputs are viewed as contiguous float32 NumPy arrays (bfloat16/float16 are conve
 bfloat16). Forward and backward run parallel over (sequence, block of channels), by default
 vectorised over the block's channels in float32 (``LAYOUT="channels"``); the decode step computes in
 float64 scalars.
+
+Small calls run on one thread (:data:`SERIAL_WORK`): a parallel region ends when its slowest thread
+does, and on a machine whose cores are busy with other work a descheduled worker thread makes a
+0.2 ms call take milliseconds (OpenMP's waiting threads spin and take the core from the thread they
+wait for).
 """
 
 from __future__ import annotations
+
+import os
+import warnings
 
 import numpy as np
 import torch
@@ -15,6 +23,56 @@ from ..kernels import codegen
 from ..kernels.ir import GatherSpec, ScanSpec
 from .base import Backend, ScanInputs
 from .configs import config_for, default_config
+
+
+def _serial_work(default: float = float(1 << 22)) -> float:
+    text = os.environ.get("SCANFORGE_NUMBA_SERIAL_WORK", "").strip()
+    try:
+        return float(text) if text else default
+    except ValueError:
+        warnings.warn(f"SCANFORGE_NUMBA_SERIAL_WORK: expected a number of state updates, got {text!r}; using "
+                      f"{default:g}", stacklevel=2)
+        return default
+
+
+#: A call with less work than this runs on one thread: scan state updates (batch * dim * L * N; a backward
+#: update counts 4) or gather elements (batch * T * d). Measured on 2 shared cores (python
+#: benchmarks/small_calls.py --sweep, results/small_calls_sweep.json): up to 2 million updates one thread
+#: was faster in the median and the 90th percentile, alone and beside a process running parallel Numba
+#: kernels; at 4 million it was mixed (faster alone, slower beside the load); above, all threads won. A
+#: call with one parallel task always runs on one thread. ``SCANFORGE_NUMBA_SERIAL_WORK`` sets another
+#: threshold; 0 turns it off (every call parallel, as before).
+SERIAL_WORK = _serial_work()
+_numba = None
+
+
+def _run(kernel, work: int, tasks: int, *args) -> None:
+    """Call ``kernel(*args)``, on one thread when the call is too small to gain from parallel threads."""
+    global _numba
+    if SERIAL_WORK <= 0 or (tasks > 1 and work >= SERIAL_WORK):
+        kernel(*args)
+        return
+    if _numba is None:
+        import numba
+
+        _numba = numba
+    threads = _numba.get_num_threads()
+    if threads == 1:
+        kernel(*args)
+        return
+    _numba.set_num_threads(1)  # this thread's setting: other threads' calls keep theirs
+    try:
+        kernel(*args)
+    finally:
+        _numba.set_num_threads(threads)
+
+
+def _tasks(module, inputs: ScanInputs) -> int:
+    """The parallel tasks of a scan kernel: one per (sequence, group, block of channels)."""
+    batch, dim, _ = inputs.u.shape
+    G = inputs.B.shape[1] if inputs.B.dim() == 4 else 1
+    rows = batch if inputs.cu_seqlens is None else inputs.cu_seqlens.numel() - 1
+    return rows * G * -(-(dim // G) // module.BLOCK_D)
 
 
 def _np(t: torch.Tensor | None, shape=(0,)) -> np.ndarray:
@@ -69,16 +127,19 @@ class NumbaCPUBackend(Backend):
             return f"runs on CPU tensors, got a tensor on {device}"
         return None
 
+    @codegen.rebuilds_damaged_cache
     def scan_forward(self, spec, inputs, config=None):
         batch, dim, L = inputs.u.shape
         N = inputs.A.shape[1]
         y = np.empty((batch, dim, L), dtype=np.float32)
         h_last = np.empty((batch, dim, N) if spec.return_last_state else (0, 0, 0), dtype=np.float32)
         module = _module(spec, _scan_shape(inputs), config)
-        module.scan_forward(*_common(inputs), spec.softplus, float(inputs.gate_threshold), y, h_last)
+        _run(module.scan_forward, batch * dim * L * N, _tasks(module, inputs), *_common(inputs), spec.softplus,
+             float(inputs.gate_threshold), y, h_last)
         h = torch.from_numpy(h_last) if spec.return_last_state else inputs.u.new_empty((0,), dtype=torch.float32)
         return torch.from_numpy(y).to(inputs.u.dtype), h
 
+    @codegen.rebuilds_damaged_cache
     def scan_backward(self, spec, inputs, dy, dh_last, config=None):
         module = _module(spec.adjoint(), _scan_shape(inputs), config)
         batch, dim, L = inputs.u.shape
@@ -95,8 +156,8 @@ class NumbaCPUBackend(Backend):
                    dgate=np.zeros((blocks, batch, L), **f32),
                    dh0=np.zeros((batch, dim, N) if spec.has_initial_state else (0, 0, 0), **f32))
         no_dh = not spec.return_last_state or dh_last is None or dh_last.numel() == 0
-        module.scan_backward(*_common(inputs), spec.softplus, float(inputs.gate_threshold), _np(dy),
-                             _np(None, (0, 0, 0)) if no_dh else _np(dh_last), *out.values())
+        _run(module.scan_backward, 4 * batch * dim * L * N, _tasks(module, inputs), *_common(inputs), spec.softplus,
+             float(inputs.gate_threshold), _np(dy), _np(None, (0, 0, 0)) if no_dh else _np(dh_last), *out.values())
         t = {k: torch.from_numpy(v) for k, v in out.items()}
         grads = {"u": t["du"], "delta": t["ddelta"], "A": t["dA"].sum(0),
                  "B": t["dB"].sum(0), "C": t["dC"].sum(0)}
@@ -107,6 +168,7 @@ class NumbaCPUBackend(Backend):
         grads.update({k: v for k, v in optional.items() if getattr(inputs, k) is not None})
         return {k: v.to(getattr(inputs, k).dtype) for k, v in grads.items()}
 
+    @codegen.rebuilds_damaged_cache
     def scan_decode(self, spec, state, x, dt, A, B, C, D, z, dt_bias, gate, gate_threshold, window, config=None):
         batch, dim = x.shape
         module = _module(spec, (batch, dim, 1, A.shape[1]), config)  # a scan shape with L = 1
@@ -125,21 +187,24 @@ class NumbaCPUBackend(Backend):
                 t.copy_(torch.from_numpy(a))
         return torch.from_numpy(out).to(x.dtype)
 
+    @codegen.rebuilds_damaged_cache
     def gather_forward(self, spec, x, k, scores, config=None):
         batch, T, d = x.shape
         module = _module(spec, (batch, T, d, k), config)
         out = np.empty((batch, k + (spec.summary.value != "none"), d), dtype=np.float32)
         idx = np.empty((batch, k), dtype=np.int64)
         slot = np.empty((batch, T), dtype=np.int32)
-        module.gather_forward(_np(x), _np(scores, (0, 0)), k, out, idx, slot)
+        _run(module.gather_forward, batch * T * d, batch, _np(x), _np(scores, (0, 0)), k, out, idx, slot)
         return torch.from_numpy(out).to(x.dtype), torch.from_numpy(idx), torch.from_numpy(slot)
 
+    @codegen.rebuilds_damaged_cache
     def gather_backward(self, spec, x, k, scores, slot, gout, config=None):
         module = _module(spec.adjoint(), (*x.shape, k), config)
         dx = np.empty(tuple(x.shape), dtype=np.float32)
         learned = scores is not None and spec.weight.value == "sigmoid"
         dscores = np.empty(tuple(scores.shape) if learned else (0, 0), dtype=np.float32)
-        module.gather_backward(_np(x), _np(scores, (0, 0)), k, slot.contiguous().numpy(), _np(gout), dx, dscores)
+        _run(module.gather_backward, x.numel(), x.shape[0], _np(x), _np(scores, (0, 0)), k, slot.contiguous().numpy(),
+             _np(gout), dx, dscores)
         if scores is None:
             return torch.from_numpy(dx).to(x.dtype), None
         ds = torch.from_numpy(dscores) if learned else torch.zeros(scores.shape)

@@ -126,6 +126,7 @@ class NumbaCUDABackend(Backend):
             return "numba finds no usable CUDA driver or GPU"
         return None
 
+    @codegen.rebuilds_damaged_cache
     def scan_forward(self, spec, inputs, config=None):
         u = inputs.u
         batch, dim, L = u.shape
@@ -137,6 +138,7 @@ class NumbaCUDABackend(Backend):
                 np.float32(inputs.gate_threshold), y, h_last)
         return y.to(u.dtype), h_last if spec.return_last_state else u.new_empty((0,), dtype=_F32)
 
+    @codegen.rebuilds_damaged_cache
     def scan_backward(self, spec, inputs, dy, dh_last, config=None):
         u, dev = inputs.u, inputs.u.device
         batch, dim, L = u.shape
@@ -172,6 +174,7 @@ class NumbaCUDABackend(Backend):
             out["B"], out["C"] = out["B"][:, 0], out["C"][:, 0]
         return {k: v.to(getattr(inputs, k).dtype) for k, v in out.items() if getattr(inputs, k) is not None}
 
+    @codegen.rebuilds_damaged_cache
     def scan_decode(self, spec, state, x, dt, A, B, C, D, z, dt_bias, gate, gate_threshold, window, config=None):
         dev = x.device
         batch, dim = x.shape
@@ -207,6 +210,7 @@ class NumbaCUDABackend(Backend):
         _launch(module.norms, x.shape[0] * x.shape[1], module.THREADS, x.device, xf, s)
         return s
 
+    @codegen.rebuilds_damaged_cache
     def gather_forward(self, spec, x, k, scores, config=None):
         batch, T, d = x.shape
         dev = x.device
@@ -222,6 +226,7 @@ class NumbaCUDABackend(Backend):
         _launch(module.gather, out.numel(), module.THREADS, dev, xf, s, idx, slot, k, out)
         return out.to(x.dtype), idx, slot
 
+    @codegen.rebuilds_damaged_cache
     def gather_backward(self, spec, x, k, scores, slot, gout, config=None):
         batch, T, d = x.shape
         dev = x.device

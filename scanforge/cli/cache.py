@@ -1,4 +1,8 @@
-"""``scanforge cache list | show | clear | export | import``: the tuned configs on this machine."""
+"""``scanforge cache list | show | clear | export FILE | import FILE``: the tuned configs on this machine.
+
+``--backend`` goes before or after the action; without it, ``show`` and ``export`` use this machine's
+backend (Triton on a GPU, Numba CPU without one). ``import`` checks every entry against its backend's
+search space, like the tuner, and imports nothing if one is not a config of it."""
 
 from __future__ import annotations
 
@@ -8,16 +12,16 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .. import backends
 from ..tuning import cache
 from ..tuning.fingerprint import fingerprint, fingerprint_id
 from ..tuning.fleet import export_winners
+from .common import machine_backend
 
 
 def _list(console: Console, args) -> int:
     table = Table(title="scanforge tuned-config files")
     for column in ("file", "backend", "device", "library", "entries", "used here"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for path, data in cache.cache_files():
         if data is None:
             table.add_row(path, "-", "-", "-", "-", "[red]no: corrupt or newer schema[/red]")
@@ -31,21 +35,21 @@ def _list(console: Console, args) -> int:
 
 
 def _show(console: Console, args) -> int:
-    names = [args.backend] if args.backend else [b.name for b in backends.available() if b.name != "reference"]
-    for name in names:
-        fp = fingerprint(name)
-        table = Table(title=f"{name} on {fp['device']} ({fingerprint_id(fp)})")
-        for column in ("spec", "shape bucket", "config", "tuned ms", "default ms", "speed-up", "trials"):
-            table.add_column(column)
-        cache.forget()
-        entries = cache.load_entries(name)
-        for _, e in sorted(entries.items()):
-            seconds, default = e.get("seconds"), e.get("default_seconds")
-            speed = f"{default / seconds:.2f}x" if seconds and default else "-"
-            table.add_row(e["spec"], "x".join(map(str, e["bucket"])), json.dumps(e["config"]),
-                          f"{seconds * 1e3:.3f}" if seconds else "-", f"{default * 1e3:.3f}" if default else "-",
-                          speed, str(e.get("trials", "-")))
-        console.print(table if entries else f"{name}: no tuned configs for this machine (defaults are used)")
+    name = machine_backend(args.backend)
+    fp = fingerprint(name)
+    table = Table(title=f"{name} on {fp['device']} ({fingerprint_id(fp)})")
+    for column in ("spec", "shape bucket", "config", "tuned ms", "default ms", "speed-up", "trials"):
+        table.add_column(column, overflow="fold")
+    cache.forget()
+    entries = cache.load_entries(name)
+    for _, e in sorted(entries.items()):
+        seconds, default = e.get("seconds"), e.get("default_seconds")
+        speed = f"{default / seconds:.2f}x" if seconds and default else "-"
+        table.add_row(e["spec"], "x".join(map(str, e["bucket"])), json.dumps(e["config"]),
+                      f"{seconds * 1e3:.3f}" if seconds else "-", f"{default * 1e3:.3f}" if default else "-",
+                      speed, str(e.get("trials", "-")))
+    console.print(table if entries else f"{name}: no tuned configs for this machine (the defaults are used; "
+                                        f"`scanforge tune` finds some)")
     return 0
 
 
@@ -55,22 +59,27 @@ def _clear(console: Console, args) -> int:
 
 
 def _export(console: Console, args) -> int:
+    target = Path(args.path)
+    if not target.parent.is_dir():
+        raise ValueError(f"cache export: the folder {target.parent} does not exist; create it or give another FILE")
+    if target.is_dir():
+        raise ValueError(f"cache export: {target} is a folder; give a file name, e.g. {target / 'tuned.json'}")
     if args.storage:
-        fp, count = export_winners(args.storage, Path(args.path), args.fingerprint)
-        console.print(f"exported the winners of {count} studies for {fp['backend']} on {fp['device']} to "
-                      f"{args.path} (import on each machine of that kind, or ship it as "
-                      f"scanforge/tuning/shipped/<device>.json)")
+        fp, count = export_winners(args.storage, target, args.fingerprint)
+        print(f"exported the winners of {count} studies for {fp['backend']} on {fp['device']} to {target} (import "
+              f"on each machine of that kind, or ship it as scanforge/tuning/shipped/<device>.json)")
         return 0
-    name = args.backend or next(b.name for b in backends.available() if b.name != "reference")
+    name = machine_backend(args.backend)
     source = cache.user_file(name)
     if not source.exists():
-        console.print(f"nothing to export: no tuned configs for {name} on this machine ({source})")
+        print(f"nothing to export: no tuned configs for {name} on this machine ({source}); `scanforge tune` "
+              f"finds some")
         return 1
     data = cache.read_file(str(source), source.read_text())
     if data is None:
         return 1
-    cache.write_json_atomic(Path(args.path), data)
-    console.print(f"exported {len(data['entries'])} entries for {name} to {args.path}")
+    cache.write_json_atomic(target, data)
+    console.print(f"exported {len(data['entries'])} entries for {name} to {target}")
     return 0
 
 
@@ -87,4 +96,4 @@ ACTIONS = {"list": _list, "show": _show, "clear": _clear, "export": _export, "im
 
 
 def run(args) -> int:
-    return ACTIONS[args.action](Console(width=max(Console().width, 140)), args)
+    return ACTIONS[args.action](Console(), args)

@@ -21,8 +21,9 @@ from .. import backends
 from ..kernels.ir import GatherSpec, ScanSpec, spec_from_key
 from ..testing import conformance
 from ..testing.config_file import check_families, is_cache_file, read_table
-from ..testing.conformance import Case, Result, snippet, verify_config
+from ..testing.conformance import SIZES, Case, Result, snippet, verify_config
 from ..tuning import cache
+from ..tuning.spaces import backend_spaces, check_config
 
 
 @dataclass
@@ -36,18 +37,52 @@ class ConfigFile:
     entries: list[tuple[ScanSpec | GatherSpec, tuple[int, ...], dict]] = field(default_factory=list)
 
 
-def load_config_file(path: str | Path) -> ConfigFile:
-    """Read a JSON or TOML ``{family: config}`` file, or a tuned-config cache file (JSON)."""
+def _suite_shapes(family: str) -> tuple[tuple[int, ...], ...]:
+    """The shapes the suite runs a family at (where a constraint that names the shape is checked)."""
+    op = family.split("_")[0]
+    shapes = [sizes[op] for sizes in SIZES.values()] if op in ("scan", "gather") else []
+    if family == "scan_decode":
+        shapes = [(batch, dim, 1, N) for batch, dim, N in (sizes["decode"] for sizes in SIZES.values())]
+    return tuple(shapes)
+
+
+def check_forced_configs(path: str, families: dict[str, dict], backend_names: list[str]) -> None:
+    """Every forced ``{family: config}`` must be a (partial) config of each backend's search space that it
+    is forced on, as the tuner would allow it: a ValueError names the file, backend, family, parameter and
+    allowed values. Backends without a search space (the reference) take no config."""
+    for name in backend_names:
+        try:
+            backend_spaces(name)
+        except ValueError:
+            continue
+        for family, config in families.items():
+            try:
+                check_config(f"--config {path}", name, family, config, partial=True, shapes=_suite_shapes(family))
+            except ValueError as e:
+                hint = "" if len(backend_names) == 1 else " (a config file holds one backend's configs: add --backend)"
+                raise ValueError(f"{e}{hint}") from None
+
+
+def load_config_file(path: str | Path, backend_names: list[str] | None = None) -> ConfigFile:
+    """Read a JSON or TOML ``{family: config}`` file, or a tuned-config cache file (JSON); either is checked
+    against the search spaces of ``backend_names`` (a cache file: of its own backend)."""
     p = Path(path)
     text, data = read_table(p)
     if is_cache_file(data):
         parsed = cache.read_file(str(p), text)
         if parsed is None:
             raise ValueError(f"--config {path}: a cache file scanforge cannot read (see the warning)")
-        entries = [(spec_from_key(e["spec"]), tuple(e["bucket"]), dict(e["config"]))
-                   for e in parsed["entries"].values()]
+        cache.check_entries(f"--config {path}", parsed)
+        try:
+            entries = [(spec_from_key(e["spec"]), tuple(e["bucket"]), dict(e["config"]))
+                       for e in parsed["entries"].values()]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"--config {path}: an entry is not spec, bucket and config ({type(e).__name__}: {e})") \
+                from None
         return ConfigFile(str(p), backend=parsed["fingerprint"].get("backend"), entries=entries)
-    return ConfigFile(str(p), families=check_families(path, data))
+    families = check_families(path, data)
+    check_forced_configs(str(path), families, backend_names or [])
+    return ConfigFile(str(p), families=families)
 
 
 def tuned_entries(backend_names: list[str]) -> list[tuple[str, ScanSpec | GatherSpec, tuple[int, ...], dict]]:
@@ -118,15 +153,15 @@ def _fmt(error: float) -> str:
 
 
 def run(args) -> int:
-    console = Console(width=max(Console().width, 132))
+    console = Console()
     if args.examples < 1:
         raise ValueError(f"--examples: expected an int >= 1, got {args.examples}")
     if args.deep and importlib.util.find_spec("hypothesis") is None:
-            raise ValueError("--deep draws inputs with Hypothesis: pip install hypothesis")
+        raise ValueError("--deep draws inputs with Hypothesis: pip install hypothesis")
     configs, entries = None, []
     names = conformance.selected_backends(args.backend)
     if args.config:
-        loaded = load_config_file(args.config)
+        loaded = load_config_file(args.config, names)
         configs = loaded.families
         entries = [(args.backend[0] if args.backend else loaded.backend, *e) for e in loaded.entries]
     if args.tuned:
@@ -153,7 +188,7 @@ def run(args) -> int:
     table = Table(title="scanforge check: rel err ||out - ref|| / ||ref|| against float64; laws: rel err "
                         "between variants")
     for column in ("backend", "kind", "op", "variant / law", "dtype", "fwd err", "grad err", "time (s)", "result"):
-        table.add_column(column, justify="right" if "err" in column or "time" in column else "left")
+        table.add_column(column, justify="right" if "err" in column or "time" in column else "left", overflow="fold")
     for r in results:
         c = r.case
         style = {"pass": "green", "FAIL": "bold red", "error": "red"}.get(r.status, "dim")

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from ..testing.config_file import family_configs
 from ..tuning import aot, bounds, compile_plan
+from .common import positive_int
 from .tune import parse_shape
 
 
@@ -32,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     which.add_argument("--space", action="store_true", help="every config of each family's search space: "
                        "reports which are infeasible on the target")
     p.add_argument("--json", metavar="FILE", help="write the rows as JSON")
-    p.add_argument("--jobs", type=int, help="compiling processes (default: the CPU count)")
+    p.add_argument("--jobs", type=positive_int, help="compiling processes (default: the CPU count)")
     p.set_defaults(func=run)
 
 

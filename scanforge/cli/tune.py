@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import signal
+import sys
+import threading
 import time
 import warnings
 
 import optuna
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -19,9 +23,14 @@ from ..tuning import aot, compile_plan
 from ..tuning.plots import plot_study
 from ..tuning.spaces import space_for
 from ..tuning.storage import redact
-from ..tuning.trials import Task, TrialRunner
+from ..tuning.timing import NOISY
+from ..tuning.trials import Interrupted, Task, TrialRunner
 from ..tuning.tuner import Outcome, open_storage, tune
-from ..tuning.worker import RunnerPool, SubprocessRunner
+from ..tuning.worker import RunnerPool, StopEvent, SubprocessRunner, threads_per_worker
+from .common import machine_backend
+
+#: The exit code of a run stopped by Ctrl-C (128 + SIGINT), as a shell reports it.
+INTERRUPTED = 130
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -37,16 +46,7 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 def tuning_backend(name: str | None) -> str:
     """The backend to tune: the one named, else the best kernel backend this machine runs natively."""
-    if name:
-        backend = backends.get(name)
-        if backend.unavailable_reason():
-            raise ValueError(f"--backend {name}: {backend.unavailable_reason()}")
-        return name
-    for candidate in ("triton", "numba_cuda", "numba_cpu"):
-        b = backends.get(candidate) if candidate in backends.names() else None
-        if b and not b.unavailable_reason() and (b.runs_on_gpu() or candidate == "numba_cpu"):
-            return candidate
-    raise ValueError("no kernel backend is installed (numba or triton)")
+    return machine_backend(name)
 
 
 def build_tasks(backend: str, ops: list[str] | None, variants: list[str] | None, shapes: list[str] | None,
@@ -84,24 +84,72 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None or seconds != seconds else f"{seconds * 1e3:.3f}"
 
 
+def _config_text(config: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in config.items())
+
+
+def configs_text(o: Outcome, sep: str = "\n") -> str:
+    """What the study measured: configs measured (failed among them), pruned, re-measured, interrupted."""
+    parts = [f"{o.trials} measured" + (f" ({o.failed} failed)" if o.failed else "")]
+    if o.measured_now != o.trials:
+        parts.append(f"{o.measured_now} this run")
+    for count, word in ((o.pruned, "pruned"), (o.remeasured, "re-measured"), (o.interrupted, "interrupted"),
+                        (o.noisy, "noisy")):
+        if count:
+            parts.append(f"{count} {word}")
+    return sep.join(parts)
+
+
+def result_text(o: Outcome) -> str:
+    if o.accepted:
+        return f"cached: {_config_text(o.config)}"
+    return f"not cached: {o.note or 'no winner'}"
+
+
 def summary_table(outcomes: list[Outcome]) -> Table:
-    table = Table(title="scanforge tune: tuned vs default config (median kernel time, re-timed alternately)")
-    for column in ("family", "variant", "dtype", "shape", "trials ok/fail/pruned", "default ms", "tuned ms",
-                   "speed-up", "config", "note"):
-        table.add_column(column, justify="right" if column.endswith(("ms", "up")) else "left")
+    """One row per study; every cell wraps to the terminal's width and no reason is cut."""
+    table = Table(title="scanforge tune: tuned vs default config (median ms, re-timed alternately)",
+                  title_justify="left", show_lines=True,
+                  caption="configs: measured ones count against --trials; re-measured: measured again after an "
+                          "interruption; interrupted: stopped from outside, not a measurement; noisy: timing repeats "
+                          f"disagreed by more than {NOISY:.0%}; gain: default / tuned", caption_justify="left")
+    table.add_column("study", overflow="fold", ratio=2)
+    table.add_column("configs", overflow="fold", ratio=2)
+    for column in ("default", "tuned", "gain"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("result", overflow="fold", ratio=4)
     for o in outcomes:
         t = o.task
         speed = "-" if math.isnan(o.speedup) else f"{o.speedup:.2f}x"
-        config = " ".join(f"{k}={v}" for k, v in o.config.items())
-        table.add_row(t.family, t.label, t.spec.dtype, "x".join(map(str, t.shape)),
-                      f"{o.complete}/{o.failed}/{o.pruned}", _ms(o.default_seconds), _ms(o.seconds), speed,
-                      config + ("" if o.accepted else " (default)"), o.note[:60])
+        table.add_row(f"{t.family} {t.label} {t.spec.dtype} {'x'.join(map(str, t.shape))}", configs_text(o),
+                      _ms(o.default_seconds), _ms(o.seconds), speed, result_text(o))
     return table
+
+
+def failure_lines(outcomes: list[Outcome]) -> list[str]:
+    """Why configs failed, per study (every reason in full)."""
+    lines = []
+    for o in outcomes:
+        for reason, count in o.failures.items():
+            lines.append(f"{o.task.family} {o.task.label}: {count} config(s) failed: {reason}")
+    return lines
 
 
 def geomean_speedup(outcomes: list[Outcome]) -> float:
     values = [o.speedup for o in outcomes if not math.isnan(o.speedup)]
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else math.nan
+
+
+def closing_line(outcomes: list[Outcome], seconds: float) -> str:
+    measured = sum(o.measured_now for o in outcomes)
+    cached = [o for o in outcomes if o.accepted]
+    line = (f"{len(outcomes)} studies in {seconds:.0f} s: {measured} configs measured this run, "
+            f"{len(cached)} tuned config(s) cached")
+    if cached:
+        gm = geomean_speedup(cached)
+        return line + f" (geomean speed-up over the defaults {gm:.2f}x); the next calls use them " \
+                      f"(`scanforge cache show`)."
+    return line + "; nothing was cached, the defaults stay in use (reasons above)."
 
 
 def dry_run(args, console: Console) -> int:
@@ -139,54 +187,100 @@ def dry_run(args, console: Console) -> int:
     return 0
 
 
+class _Stop:
+    """Ctrl-C or SIGTERM during ``scanforge tune``: the first signal stops the run (the running trial is
+    marked interrupted, its process killed); a second one while stopping is ignored."""
+
+    def __init__(self):
+        self.event = StopEvent()
+        self.previous: dict = {}
+
+    def __enter__(self) -> _Stop:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.event.is_set():
+            return
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        self.event.stop(f"stopped by {name}")
+        raise KeyboardInterrupt(self.event.reason)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
 def run(args) -> int:
-    console = Console(width=max(Console().width, 160))
+    console = Console()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are in our table
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if args.dry_run or args.target:
         return dry_run(args, console)
     backend = tuning_backend(args.backend)
     tasks, skipped = build_tasks(backend, args.op, args.variant, args.shapes, args.dtype, args.phase)
-    storage = open_storage(args.storage)  # before anything is printed: a bad URL is one line of error
+    storage = open_storage(args.storage)  # before anything is printed: a bad URL is one line
     device = backends.get(backend).device_name()
-    where = redact(args.storage) if args.storage else "SQLite in the cache dir"
+    threads = threads_per_worker(args.workers) if not args.in_process else None
     console.print(f"[bold]scanforge tune[/bold]: {len(tasks)} studies on {backend} ({device}); "
-                  f"sampler {args.sampler}, seed {args.seed}, up to {args.trials} measured configs each; storage "
-                  f"{where} (inspect with optuna-dashboard)")
+                  f"sampler {args.sampler}, seed {args.seed}, up to {args.trials} measured configs each"
+                  + (f", {args.workers} workers of {threads} thread(s)" if threads else "")
+                  + f"; storage {redact(args.storage) if args.storage else 'SQLite in the cache dir'}"
+                  + " (inspect with optuna-dashboard)")
     for line in skipped:
-        console.print(f"[dim]skipped {line}[/dim]")
-    if args.in_process:
-        runner = TrialRunner(seed=args.seed)
-    else:
-        runner = RunnerPool([SubprocessRunner(args.trial_timeout, args.seed) for _ in range(args.workers)])
+        console.print(f"[dim]skipped {escape(line)}[/dim]")
     outcomes, start = [], time.perf_counter()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("best {task.fields[best]}  failed {task.fields[failed]}"))
-    try:
-        with Progress(*columns, console=console) as progress:
-            for task in tasks:
-                bar = progress.add_task(f"{task.family} {task.label} {task.spec.dtype} "
-                                        f"{'x'.join(map(str, task.shape))}", total=args.trials, best="-", failed=0)
-                state = {"best": math.inf, "failed": 0}
-
-                def on_trial(number, config, result, bar=bar, state=state):
-                    if result.ok:
-                        state["best"] = min(state["best"], result.seconds)
-                    else:
-                        state["failed"] += 1
-                    progress.update(bar, advance=1, best=f"{state['best'] * 1e3:.3f} ms", failed=state["failed"])
-
-                outcome = tune(task, runner, trials=args.trials, budget_seconds=args.budget_seconds,
-                               sampler=args.sampler, seed=args.seed, storage=storage, on_trial=on_trial)
-                progress.update(bar, completed=args.trials)
-                outcomes.append(outcome)
-                if args.plot:
-                    path = plot_study(outcome, storage, args.plot)
-                    console.print(f"[dim]plot: {path}[/dim]")
-    finally:
-        runner.close()
+    with _Stop() as stop:
+        if args.in_process:
+            runner = TrialRunner(seed=args.seed)
+        else:
+            runner = RunnerPool([SubprocessRunner(args.trial_timeout, args.seed, threads, stop.event)
+                                 for _ in range(args.workers)])
+        try:
+            _tune_all(args, tasks, runner, storage, console, outcomes)
+        except (KeyboardInterrupt, Interrupted) as e:
+            stop.event.stop(stop.event.reason)
+            done = f"; {len(outcomes)} of {len(tasks)} studies finished" if outcomes else ""
+            print(f"scanforge tune: {e or 'stopped'}; finished trials are kept and a trial that was running is "
+                  f"recorded as interrupted, to be measured again first{done}; to resume, run the same command "
+                  f"again", file=sys.stderr)
+            return INTERRUPTED
+        finally:
+            runner.close()
     console.print(summary_table(outcomes))
-    gm = geomean_speedup(outcomes)
-    console.print(f"{len(outcomes)} studies in {time.perf_counter() - start:.0f} s; geomean speed-up over the "
-                  f"defaults {gm:.2f}x; tuned configs are used from now on (`scanforge cache show`).")
+    for line in failure_lines(outcomes):
+        console.print(escape(line), highlight=False)
+    console.print(closing_line(outcomes, time.perf_counter() - start), highlight=False)
     return 0
+
+
+def _tune_all(args, tasks: list[Task], runner, storage, console: Console, outcomes: list[Outcome]) -> None:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[status]}"))
+    with Progress(*columns, console=console) as progress:
+        for task in tasks:
+            name = f"{task.family} {task.label} {task.spec.dtype} {'x'.join(map(str, task.shape))}"
+            bar = progress.add_task(name, total=None, status="")
+            state = {"best": math.inf, "failed": 0}
+
+            def on_plan(total, bar=bar):
+                progress.update(bar, total=total, status="nothing left to measure" if total == 0 else "")
+
+            def on_trial(number, config, result, bar=bar, state=state):
+                if result.ok:
+                    state["best"] = min(state["best"], result.seconds)
+                else:
+                    state["failed"] += 1
+                best = "-" if state["best"] == math.inf else f"{state['best'] * 1e3:.3f} ms"
+                progress.update(bar, advance=1, status=f"best {best}, failed {state['failed']}")
+
+            outcome = tune(task, runner, trials=args.trials, budget_seconds=args.budget_seconds,
+                           sampler=args.sampler, seed=args.seed, storage=storage, on_trial=on_trial,
+                           on_plan=on_plan)
+            progress.update(bar, status=f"{configs_text(outcome, ', ')}; {outcome.stopped}")
+            outcomes.append(outcome)
+            if args.plot:
+                path = plot_study(outcome, storage, args.plot)
+                console.print(f"[dim]plot: {path}[/dim]")

@@ -5,17 +5,28 @@ the hash of its own text, written atomically) and imported from there, so a kern
 always a readable file, and rendering the same (spec, config, constants) twice reuses the loaded
 module. ``constants`` are shape values a backend must compile in (Numba-CUDA sizes its thread-local
 state arrays by N); they are not tuning parameters.
+
+The folder is a cache, and a damaged entry (a truncated module, Numba's index or data pickles beside
+it) must not break every later call: a module whose file differs from its source is rewritten, a
+module that does not import is rebuilt, and a backend call wrapped in :func:`rebuilds_damaged_cache`
+that fails while Numba reads its on-disk cache removes the cache files of the modules that call
+loaded, warns once and runs again (Numba compiles afresh and writes a new cache).
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import hashlib
 import importlib.util
 import os
+import pickle
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping
+import traceback
+import warnings
+from collections.abc import Callable, Mapping
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -30,6 +41,8 @@ _ENTRY_TEMPLATE = {ScanSpec: "scan_module.j2", GatherSpec: "gather_module.j2"}
 _modules: dict[str, ModuleType] = {}  # by generated file: specs that render the same source share it
 _loaded: dict[tuple, ModuleType] = {}  # by (backend, spec, config): no re-rendering on the op's hot path
 _lock = threading.Lock()
+_used: contextvars.ContextVar[list | None] = contextvars.ContextVar("scanforge_kernels_used", default=None)
+_warned: set[str] = set()
 
 
 def templates_dir(backend: str):
@@ -87,8 +100,15 @@ def load(spec: ScanSpec | GatherSpec, backend: str, config: Mapping[str, object]
     """Render, write (once) and import the kernel module of ``spec`` with ``config``."""
     memo = (backend, spec, tuple(sorted(config.items())), tuple(sorted((constants or {}).items())))
     module = _loaded.get(memo)
-    if module is not None:
-        return module
+    if module is None:
+        module = _load(memo, spec, backend, config, constants)
+    used = _used.get()
+    if used is not None:
+        used.append(module)
+    return module
+
+
+def _load(memo: tuple, spec, backend: str, config, constants) -> ModuleType:
     source = render(spec, backend, config, constants)
     path = source_path(spec, backend, source)
     key = str(path)
@@ -102,11 +122,81 @@ def load(spec: ScanSpec | GatherSpec, backend: str, config: Mapping[str, object]
         # Numba's cache (keyed by the file's time stamp) compile it afresh instead of failing.
         name = f"scanforge_generated_{backend}_{path.stem}"
         text = f"# module {name}\n{source}"
-        if not path.exists() or path.read_text() != text:
-            _write_atomic(path, text)
-        module_spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[name] = module  # triton resolves globals of jitted functions through the module
-        module_spec.loader.exec_module(module)
+        try:
+            module = _import(name, path, text)
+        except (SyntaxError, ValueError, EOFError) as e:  # a damaged file or its bytecode (bad marshal data)
+            _remove_cache_files(path, e)
+            module = _import(name, path, text)
         _modules[key] = _loaded[memo] = module
         return module
+
+
+def _import(name: str, path: Path, text: str) -> ModuleType:
+    if not path.exists() or path.read_bytes() != text.encode():
+        _write_atomic(path, text)
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module  # triton resolves globals of jitted functions through the module
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def _cache_files(path: Path) -> list[Path]:
+    """The files compiled from the generated module ``path``: Numba's index and data, Python's bytecode."""
+    folder = path.parent / "__pycache__"
+    return sorted(folder.glob(f"{path.stem}.*")) if folder.is_dir() else []
+
+
+def _remove_cache_files(path: Path, error: BaseException) -> None:
+    """Delete the module ``path`` and what was compiled from it (rebuilt on the next load), with one warning."""
+    removed = [p for p in [path, *_cache_files(path)] if p.exists()]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    if str(path) not in _warned:
+        _warned.add(str(path))
+        first = str(error).splitlines()[0][:200] if str(error) else ""
+        warnings.warn(f"scanforge kernel cache: {path.name} or its compiled files in {path.parent} were damaged "
+                      f"({type(error).__name__}: {first}); removed {len(removed)} file(s), the kernel is rebuilt",
+                      RuntimeWarning, stacklevel=4)
+
+
+def damaged_cache(error: BaseException) -> bool:
+    """Whether ``error`` was raised reading an on-disk kernel cache (Numba's caching, a pickle)."""
+    if isinstance(error, (pickle.UnpicklingError, EOFError)):
+        return True
+    return any("numba" in frame.f_code.co_filename and frame.f_code.co_filename.endswith("caching.py")
+               for frame, _ in traceback.walk_tb(error.__traceback__))
+
+
+def _forget(module: ModuleType) -> Path:
+    """Drop ``module`` from the loaded kernels (the next :func:`load` imports it again); returns its file."""
+    path = Path(module.__file__)
+    with _lock:
+        _modules.pop(str(path), None)
+        for memo in [m for m, loaded in _loaded.items() if loaded is module]:
+            del _loaded[memo]
+        sys.modules.pop(module.__name__, None)
+    return path
+
+
+def rebuilds_damaged_cache(method: Callable) -> Callable:
+    """Wrap a backend call: if it fails reading a damaged on-disk kernel cache, remove the cache files of
+    the modules it loaded (one warning) and run it once more, which compiles them afresh. Any other
+    error, or a second failure, propagates."""
+
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        token = _used.set([])
+        try:
+            return method(*args, **kwargs)
+        except Exception as e:
+            used = _used.get()
+            if not used or not damaged_cache(e):
+                raise
+            for module in dict.fromkeys(used):
+                _remove_cache_files(_forget(module), e)
+        finally:
+            _used.reset(token)
+        return method(*args, **kwargs)
+
+    return call

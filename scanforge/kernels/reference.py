@@ -184,10 +184,20 @@ def selective_state_update_ref(state, x, dt, A, B, C, D=None, z=None, dt_bias=No
     return out, h, new_window
 
 
+def _ranking(s: torch.Tensor) -> torch.Tensor:
+    """Token indices from first to last rank: score descending, ties to the lower index, NaN last."""
+    nan = torch.isnan(s)
+    by_score = torch.sort(torch.where(nan, float("-inf"), s), dim=1, descending=True, stable=True).indices
+    last = torch.sort(nan.gather(1, by_score).to(torch.uint8), dim=1, stable=True).indices  # NaNs after numbers
+    return by_score.gather(1, last)
+
+
 def topk_gather_ref(x, k, scores=None, *, keep_order=True, summary=None, weight=None):
     """Keep the k highest-scoring tokens of ``x: (batch, T, d)``, in float64.
 
-    ``scores: (batch, T)``, or None for the L2 norm of each token. Ties: the lower index wins.
+    ``scores: (batch, T)``, or None for the L2 norm of each token. Ties: the lower index wins. NaN: a NaN
+    score (a token holding a NaN, for the norm) ranks below every number, -inf included; NaNs among
+    themselves by index (the same rule on every backend).
     ``keep_order=True`` returns the kept tokens in their original order, else by rank.
     ``summary="mean"`` appends the mean of all T tokens; ``"mean_dropped"`` the mean of the T-k
     dropped tokens (zeros when k == T). ``weight="sigmoid"`` multiplies each kept token by
@@ -198,7 +208,7 @@ def topk_gather_ref(x, k, scores=None, *, keep_order=True, summary=None, weight=
     weight = Weight.NONE if weight is None else Weight(weight)
     x64 = _f64(x)
     s = x64.norm(dim=-1) if scores is None else _f64(scores)
-    ranked = torch.sort(s.detach(), dim=1, descending=True, stable=True).indices[:, :k]
+    ranked = _ranking(s.detach())[:, :k]
     idx = torch.sort(ranked, dim=1).values if keep_order else ranked
     out = x64.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
     if weight is Weight.SIGMOID:

@@ -5,12 +5,42 @@ Shapes and dtypes follow mamba-ssm (see :func:`scanforge.selective_scan`).
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
 from .ir import Direction, GateMode, GatherSpec, Phase, ScanSpec, Summary, Weight
 
 _INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _DTYPE_NAME = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+def as_int(value):
+    """``value`` as a Python int when it is integer-like (a :class:`numbers.Integral` such as ``np.int64(4)``,
+    or a 0-d integer tensor such as ``torch.tensor(3)``); anything else unchanged, for the checks to refuse.
+    A bool is not an int here."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.dtype.is_floating_point \
+            and not value.dtype.is_complex and value.dtype != torch.bool:
+        return int(value.item())
+    return value
+
+
+def _check_stride(stride) -> None:
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride: expected an int >= 1, got {stride!r}")
+
+
+def _check_threshold(gate_threshold) -> None:
+    if isinstance(gate_threshold, bool) or not isinstance(gate_threshold, numbers.Real):
+        raise TypeError(f"gate_threshold: expected a float, got {gate_threshold!r}")
+    if not math.isfinite(float(gate_threshold)):
+        raise ValueError(f"gate_threshold: expected a finite float (a gate fires where gate > gate_threshold), "
+                         f"got {gate_threshold!r}")
 
 
 def _describe(t: torch.Tensor) -> str:
@@ -113,14 +143,13 @@ def check_scan_args(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, *,
         _dtype("initial_state", initial_state, _INPUT_DTYPES, "a floating dtype")
     _check_devices((("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z), ("delta_bias", delta_bias),
                     ("gate", gate), ("initial_state", initial_state)), u, "u")
-    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
-        raise ValueError(f"stride: expected an int >= 1, got {stride!r}")
+    stride = as_int(stride)
+    _check_stride(stride)
     if not isinstance(delta_softplus, bool):
         raise TypeError(f"delta_softplus: expected a bool, got {delta_softplus!r}")
     if not isinstance(return_last_state, bool):
         raise TypeError(f"return_last_state: expected a bool, got {return_last_state!r}")
-    if not isinstance(gate_threshold, (int, float)) or isinstance(gate_threshold, bool):
-        raise TypeError(f"gate_threshold: expected a float, got {gate_threshold!r}")
+    _check_threshold(gate_threshold)
     if direction not in {d.value for d in Direction} and not isinstance(direction, Direction):
         raise ValueError(f"direction: expected one of {[d.value for d in Direction]}, got {direction!r}")
     if gate_mode not in {m.value for m in GateMode} and not isinstance(gate_mode, GateMode):
@@ -173,6 +202,7 @@ def check_gather_args(x, k, scores, *, keep_order, summary, weight) -> GatherSpe
     batch, T, d = x.shape
     if min(batch, T, d) < 1:
         raise ValueError(f"x: expected batch, T and d >= 1, got {_describe(x)}")
+    k = as_int(k)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= T:
         raise ValueError(f"k: expected an int with 1 <= k <= T = {T}, got {k!r}")
     if scores is not None:
@@ -229,8 +259,9 @@ def check_decode_args(state, x, dt, A, B, C, D, z, dt_bias, *, dt_softplus, stri
         _shape("gate", gate, (batch,), "(batch,): one gate value per row for this token")
         _dtype("gate", gate, (torch.float32, x.dtype), "float32 or the dtype of x")
         _check_unit_interval("gate", gate)
-    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
-        raise ValueError(f"stride: expected an int >= 1, got {stride!r}")
+    stride = as_int(stride)
+    _check_stride(stride)
+    _check_threshold(gate_threshold)
     if gate is not None and stride != 1:
         raise ValueError(f"stride: a gated step pools its window from the gate; expected stride=1, got {stride}")
     if gate_mode not in {m.value for m in GateMode} and not isinstance(gate_mode, GateMode):

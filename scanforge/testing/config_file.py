@@ -21,9 +21,15 @@ def read_table(path: str | Path) -> tuple[str, object]:
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"--config: no such file: {path}")
-    text = p.read_text()
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"--config: cannot read {path} ({type(e).__name__}: {e})") from None
     if p.suffix == ".toml":
-        return text, tomllib.loads(text)
+        try:
+            return text, tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"--config {path}: not valid TOML ({e})") from None
     try:
         return text, json.loads(text)
     except json.JSONDecodeError as e:

@@ -82,15 +82,30 @@ def read_file(source: str, text: str) -> dict | None:
     return data
 
 
-def _fits_space(backend: str, entry: dict) -> bool:
-    """Whether a stored config is a point of the backend's current search space (a space that
-    gained or lost a parameter since makes old entries unusable: a kernel would not render)."""
+def _family(entry: dict) -> str:
+    return "_".join(str(entry["spec"]).split("-")[:2])
+
+
+def entry_problems(backend: str, entry: object) -> list[str]:
+    """Why a stored entry is not a config of the backend's current search space at its bucket (the
+    tuner's own rules: every parameter, each one of its choices, every constraint); empty if it is.
+    A space that gained or lost a parameter since makes old entries unusable: a kernel would not render."""
     try:
-        space = backend_spaces(backend)["_".join(entry["spec"].split("-")[:2])]
+        family = _family(entry)
+        space = backend_spaces(backend).get(family)
+        if space is None:
+            return [f"{backend} has no kernel family {family!r}"]
+        bucket_shape = tuple(int(v) for v in entry["bucket"])
         config = entry["config"]
-        return set(config) == set(space.params) and all(config[k] in v for k, v in space.params.items())
-    except (KeyError, TypeError, AttributeError, ValueError):
-        return False
+        if not isinstance(config, dict) or len(bucket_shape) != 4:
+            return ["expected a config table and a 4-number bucket"]
+        return [f"[{family}] {p}" for p in space.problems(config, shapes=(bucket_shape,))]
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        return [f"not an entry ({type(e).__name__}: {e})"]
+
+
+def _fits_space(backend: str, entry: dict) -> bool:
+    return not entry_problems(backend, entry)
 
 
 def _usable(source: str, data: dict | None, backend: str) -> dict:
@@ -217,15 +232,45 @@ def is_this_machine(fp: dict) -> bool:
     return backend.unavailable_reason() is None and fp == fingerprint(backend.name)
 
 
+def check_entries(source: str, data: dict) -> None:
+    """A ValueError naming ``source``, the entry, its family, the parameter and the allowed values if an
+    entry of a cache file is not a config of its backend's search space (a backend this installation
+    does not have is not checked: its entries are never used here)."""
+    backend = data["fingerprint"].get("backend")
+    if backend not in backends.names() or backends.get(backend).unavailable_reason():
+        return
+    try:
+        backend_spaces(backend)
+    except ValueError:
+        return  # a backend without a search space takes no config
+    for key, entry in data["entries"].items():
+        found = entry_problems(backend, entry)
+        if found:
+            raise ValueError(f"{source}: entry {key!r} on {backend}: " + "; ".join(found))
+
+
 def import_file(path: str | Path) -> tuple[Path | None, int]:
     """Merge a cache file (e.g. a fleet's winners, from ``scanforge cache export``) into this
     machine's cache: returns (where, entries). A file tuned for another fingerprint (device,
-    libraries, kernels) is refused with one warning: (None, 0)."""
-    text = Path(path).read_text()
+    libraries, kernels) is refused with one warning: (None, 0). A file that does not exist or cannot
+    be read, is not a cache file, or holds a config outside its backend's search space is a
+    ValueError naming the file (and the entry), and nothing is imported."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"cache import: no such file: {path}" if not p.exists() else
+                         f"cache import: {path} is not a file")
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cache import: cannot read {path} ({type(e).__name__}: {e})") from None
     data = read_file(str(path), text)
     if data is None:
-        raise ValueError(f"{path}: not a scanforge cache file of schema <= {SCHEMA_VERSION}")
+        raise ValueError(f"cache import: {path} is not a scanforge cache file of schema <= {SCHEMA_VERSION} "
+                         f"(see the warning above)")
     fp = data["fingerprint"]
+    if not all(isinstance(fp.get(k), str) for k in ("backend", "device")):
+        raise ValueError(f"cache import: {path}: its fingerprint names no backend or device")
+    check_entries(f"cache import {path}", data)
     if not is_this_machine(fp):
         _warn_once(str(path), f"{path} was tuned for {fp.get('backend')} on {fp.get('device')} "
                               f"({fingerprint_id(fp)}), not this machine: its {len(data['entries'])} entries are "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -150,19 +151,30 @@ def run_job(job: Job) -> list[dict]:
     return rows
 
 
+def _ignore_interrupt() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which cancels the jobs left
+
+
 def run(jobs: list[Job], workers: int | None = None, on_rows: Callable[[list[dict]], None] | None = None) -> list[dict]:
-    """Run jobs in ``workers`` fresh processes (default: the CPU count), rows in plan order."""
+    """Run jobs in ``workers`` fresh processes (default: the CPU count), rows in plan order. Ctrl-C cancels
+    the jobs not started (the running ones end quietly)."""
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
     saved = {k: os.environ.get(k) for k in ("TRITON_INTERPRET", "NUMBA_ENABLE_CUDASIM", "TRITON_DEFAULT_FP_FUSION")}
     os.environ.update({k: v for k, v in aot.compile_environment().items() if k in saved})
     results: dict[int, list[dict]] = {}
     try:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_ignore_interrupt)
+        try:
             futures = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
                 if on_rows:
                     on_rows(results[futures[future]])
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     finally:
         for k, v in saved.items():
             if v is None:

@@ -37,7 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 from .cache import write_json_atomic
 from .fingerprint import SCHEMA_VERSION, fingerprint_id
 from .spaces import config_key
-from .storage import grace_seconds, heartbeat_seconds, interrupted, open_storage, redact
+from .storage import grace_seconds, heartbeat_seconds, open_storage, redact, unmeasured
 
 #: Who ran a trial (user attribute ``worker``): the host and process id.
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
@@ -45,21 +45,22 @@ JUDGE = "|judge-"
 POLL = 0.25
 
 
-def _measuring_or_measured(t: FrozenTrial) -> bool:
-    """A trial that holds or held a config's measurement (not a repeat, not pruned, not interrupted)."""
-    return t.state != TrialState.PRUNED and "duplicate_of" not in t.user_attrs and not interrupted(t)
+def _measuring_or_measured(t: FrozenTrial, timeout: float | None) -> bool:
+    """A trial that holds or held a config's measurement: not a repeat, not pruned, not interrupted,
+    not timed out under a shorter limit than ``timeout`` (this run's trial timeout)."""
+    return t.state != TrialState.PRUNED and "duplicate_of" not in t.user_attrs and not unmeasured(t, timeout)
 
 
-def measured(study: optuna.Study) -> list[FrozenTrial]:
+def measured(study: optuna.Study, timeout: float | None = None) -> list[FrozenTrial]:
     """The finished trials that ran a config: not pruned, not a repeat, not interrupted."""
     done = (TrialState.COMPLETE, TrialState.FAIL)
-    return [t for t in study.get_trials(deepcopy=False, states=done) if _measuring_or_measured(t)]
+    return [t for t in study.get_trials(deepcopy=False, states=done) if _measuring_or_measured(t, timeout)]
 
 
-def tried(study: optuna.Study) -> set:
+def tried(study: optuna.Study, timeout: float | None = None) -> set:
     """The configs measured or being measured."""
     return {config_key(t.user_attrs.get("config", {})) for t in study.get_trials(deepcopy=False)
-            if _measuring_or_measured(t) and (t.state.is_finished() or t.user_attrs.get("measuring"))}
+            if _measuring_or_measured(t, timeout) and (t.state.is_finished() or t.user_attrs.get("measuring"))}
 
 
 def _fail_stale(study: optuna.Study) -> None:
@@ -68,16 +69,17 @@ def _fail_stale(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def claim(trial: optuna.Trial, wait_seconds: float) -> FrozenTrial | None:
+def claim(trial: optuna.Trial, wait_seconds: float, timeout: float | None = None) -> FrozenTrial | None:
     """Decide whether ``trial`` (params written) measures its config: None if it does, else the
-    finished trial whose result it reuses. Raises ``TrialPruned`` if the trial it waited for was
-    interrupted or did not finish within ``wait_seconds`` (the config stays untried)."""
+    finished trial whose result it reuses (a timeout shorter than ``timeout`` is no result). Raises
+    ``TrialPruned`` if the trial it waited for was interrupted or did not finish within
+    ``wait_seconds`` (the config stays untried)."""
     study, me, params = trial.study, trial.number, trial.params
     deadline = time.monotonic() + wait_seconds
     waited_for = None
     while True:
         rivals = [t for t in study.get_trials(deepcopy=False) if t.number != me and t.params == params
-                  and _measuring_or_measured(t)]
+                  and _measuring_or_measured(t, timeout)]
         done = [t for t in rivals if t.state.is_finished()]
         if done:
             return min(done, key=lambda t: t.number)

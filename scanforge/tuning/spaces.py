@@ -61,6 +61,36 @@ class SearchSpace:
                 return expr
         return None
 
+    def problems(self, config: Mapping[str, object], *, partial: bool = False,
+                 shapes: tuple[tuple[int, ...], ...] = ()) -> list[str]:
+        """Why ``config`` is not a point of this space, one sentence each (empty: it is). A parameter the
+        family does not have, a value that is not one of its choices (of the same type: ``1`` is not
+        ``true``), a missing parameter unless ``partial`` (the others keep their defaults), and a
+        constraint the config (over the default) breaks: at each of ``shapes`` for one that names the
+        shape, always for one that does not."""
+        out = []
+        for name, value in config.items():
+            if name not in self.params:
+                out.append(f"{name} is not a parameter of {self.family} (its parameters: {', '.join(self.params)})")
+            elif not any(type(value) is type(c) and value == c for c in self.params[name]):
+                out.append(f"{name} = {value!r} is not one of its choices {list(self.params[name])}")
+        missing = [name for name in self.params if name not in config]
+        if missing and not partial:
+            out.append(f"missing parameters {missing} (a full config names {', '.join(self.params)})")
+        if out:
+            return out
+        merged = {**self.default, **config}
+        shape_names = set(SHAPE_NAMES[self.op])
+        for expr in self.constraints:
+            uses_shape = bool(_names(expr) & shape_names)
+            for shape in (shapes if uses_shape else ((0, 0, 0, 0),)):
+                scope = {**_FUNCTIONS, **self.shape_vars(shape), **merged}
+                if not eval(expr, {"__builtins__": {}}, scope):  # noqa: S307 - expressions are checked at load
+                    at = f" at shape {'x'.join(map(str, shape))}" if uses_shape else ""
+                    out.append(f"{_config_text(merged)} breaks the constraint {expr!r}{at}")
+                    break
+        return out
+
     def grid(self, shape: tuple[int, ...]) -> list[dict]:
         """Every config of the space that satisfies the constraints at ``shape`` (exhaustive search)."""
         names = list(self.params)
@@ -70,6 +100,30 @@ class SearchSpace:
     @property
     def size(self) -> int:
         return math.prod(len(v) for v in self.params.values())
+
+
+def _names(expr: str) -> set[str]:
+    return {node.id for node in ast.walk(ast.parse(expr, mode="eval")) if isinstance(node, ast.Name)}
+
+
+def _config_text(config: Mapping[str, object]) -> str:
+    return " ".join(f"{k}={v!r}" for k, v in config.items())
+
+
+def check_config(source: str, backend: str, family: str, config: object, *, partial: bool = False,
+                 shapes: tuple[tuple[int, ...], ...] = ()) -> dict:
+    """``config`` if it is a point of ``backend``'s space for ``family`` (see :meth:`SearchSpace.problems`),
+    else a ValueError naming ``source``, the backend, the family, the parameter and the allowed values."""
+    spaces = backend_spaces(backend)
+    where = f"{source}: [{family}] on {backend}"
+    if family not in spaces:
+        raise ValueError(f"{where}: {backend} has no kernel family {family!r} (its families: {', '.join(spaces)})")
+    if not isinstance(config, Mapping):
+        raise ValueError(f"{where}: expected a table of parameter = value, got {config!r}")
+    found = spaces[family].problems(config, partial=partial, shapes=shapes)
+    if found:
+        raise ValueError(f"{where}: " + "; ".join(found))
+    return dict(config)
 
 
 def _check_constraint(source: str, family: str, expr: object, allowed: set[str]) -> str:

@@ -40,6 +40,7 @@ from .storage_urls import (  # noqa: F401 - public here too
     first_line,
     importable,
     permanent,
+    problem,
     redact,
     root_cause,
 )
@@ -236,13 +237,23 @@ def _open_grpc(url: str) -> optuna.storages.BaseStorage:
 def open_storage(url: str | None) -> optuna.storages.BaseStorage:
     """The Optuna storage of ``url`` (default: SQLite in the cache dir), or a :class:`StorageError`."""
     url = url or default_storage()
+    why = problem(url)
+    if why:
+        raise StorageError(why)
     if url.startswith("grpc://"):
         return _open_grpc(url)
     return _open_rdb(url)
 
 
 def interrupted(trial: optuna.trial.FrozenTrial) -> bool:
-    """A trial that ended without a measurement: failed by the heartbeat (its worker was killed or
-    lost the storage) or stopped by an error of the run itself. Every failure of a config has a
-    ``reason``; these have none, so their config counts as not measured."""
-    return trial.state == TrialState.FAIL and "reason" not in trial.user_attrs
+    """A trial that ended without measuring its config: stopped by the user or a signal, by the tuning
+    process failing (user attribute ``interrupted`` says how), or failed by the heartbeat after its
+    worker was killed or lost the storage (then it has no ``reason``: every failure of a config has one)."""
+    return trial.state == TrialState.FAIL and ("interrupted" in trial.user_attrs or "reason" not in trial.user_attrs)
+
+
+def unmeasured(trial: optuna.trial.FrozenTrial, timeout: float | None) -> bool:
+    """Whether a finished trial leaves its config to be measured (again): interrupted, or stopped by a
+    shorter trial timeout than ``timeout`` (this run's)."""
+    limit = trial.user_attrs.get("timed_out_after")
+    return interrupted(trial) or (limit is not None and timeout is not None and limit < timeout)

@@ -7,6 +7,8 @@ it as one line and exits with 2), never as a SQLAlchemy traceback; passwords are
 from __future__ import annotations
 
 import importlib
+import os
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import sqlalchemy
@@ -52,6 +54,33 @@ def database_url(url: str) -> str:
     return url
 
 
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL (None: in memory, or not SQLite)."""
+    if not url.startswith("sqlite:"):
+        return None
+    rest = url.split(":///", 1)[1] if ":///" in url else ""
+    rest = rest.split("?", 1)[0]
+    return Path(rest) if rest and rest != ":memory:" else None
+
+
+def problem(url: str) -> str | None:
+    """What is wrong with ``url`` that can be seen without connecting, in one line; None if nothing."""
+    shown = redact(url)
+    if "://" not in url:
+        return f"--storage {shown!r} is not a storage URL: expected {URL_FORMS}"
+    path = _sqlite_path(url)
+    if path is not None:
+        folder = path.parent
+        if not folder.is_dir():
+            return (f"--storage {shown}: the folder {folder} does not exist; create it or give a SQLite file in "
+                    f"an existing folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"--storage {shown}: cannot write in {folder}; give a SQLite file in a folder you can write"
+        if path.is_dir():
+            return f"--storage {shown}: {path} is a folder; give a file name, e.g. sqlite:///{path / 'studies.db'}"
+    return None
+
+
 # --- what went wrong, in one line ---------------------------------------------------------------
 
 def chain(e: BaseException) -> list[BaseException]:
@@ -88,7 +117,7 @@ def explain(e: BaseException, url: str) -> str:
     if isinstance(e, sqlalchemy.exc.ArgumentError) or parsed is None:
         return f"--storage {shown!r} is not a storage URL: expected {URL_FORMS}"
     if isinstance(root, sqlalchemy.exc.NoSuchModuleError) or "can't load plugin" in low:
-        return f"--storage {shown!r}: unknown kind of database {parsed.drivername!r}; expected {URL_FORMS}"
+        return f"--storage {shown}: unknown kind of database {parsed.drivername!r}; expected {URL_FORMS}"
     if isinstance(root, ImportError) or "failed to import db access module" in low:
         missing = getattr(root, "name", None) or first_line(root)
         return (f"--storage {shown}: its database driver is not installed ({missing}): "

@@ -5,7 +5,9 @@ the check (random inputs, cotangents, float64 outputs) is computed once per task
 every trial; each trial runs the kernel with its config, compares with the per-dtype tolerances of
 :mod:`scanforge.testing.accuracy` (the same gate as the tests and ``scanforge check``), and only a config
 that is right is timed. Nothing here raises for a bad config: it becomes a failed
-:class:`TrialResult` with the reason.
+:class:`TrialResult` with the reason. What stops a trial from outside — the user's Ctrl-C, a
+signal, the tuning process failing — is not the config's fault: it raises (:class:`Interrupted`
+or ``KeyboardInterrupt``), and the tuner records the trial as interrupted, to be measured again.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from ..testing.accuracy import (
     scan_case,
     scan_errors,
 )
-from .timing import timer_for
+from .timing import Timing, measure_for, spread
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,10 @@ class Task:
         return f"{self.backend} {self.family} {self.label or self.spec.key()} {self.spec.dtype} {self.shape}"
 
 
+class Interrupted(Exception):
+    """A trial stopped from outside (Ctrl-C, SIGTERM, the run stopping): no measurement of its config."""
+
+
 @dataclass
 class TrialResult:
     ok: bool
@@ -71,6 +77,20 @@ class TrialResult:
     reason: str | None = None  # why it failed
     errors: dict[str, float] = field(default_factory=dict)
     wall_seconds: float = 0.0  # compile + check + timing
+    spread: float = 0.0  # interquartile range / median of the timed repeats
+    noisy: bool = False  # the repeats disagreed by more than timing.NOISY
+    timed_out_after: float | None = None  # the limit a hanging trial was stopped at
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two configs timed alternately: median seconds of each, and the noise of their ratio (the
+    interquartile range over median of the per-round ratios a/b)."""
+
+    seconds_a: float
+    seconds_b: float
+    noise: float
+    rounds: int
 
 
 def _groups(spec: ScanSpec, dim: int) -> int:
@@ -163,10 +183,11 @@ class TrialRunner:
             self._cases = {task: _Case(task, self.seed)}  # one task at a time: free the previous inputs
         return self._cases[task]
 
-    def _time(self, task: Task, case: _Case, config: dict) -> float:
+    def _time(self, task: Task, case: _Case, config: dict) -> Timing:
         if self.timer is not None:
-            return self.timer(lambda: case.call(config), config)
-        return timer_for(task.device)(lambda: case.call(config))
+            timed = self.timer(lambda: case.call(config), config)
+            return timed if isinstance(timed, Timing) else Timing.exact(timed)
+        return measure_for(task.device)(lambda: case.call(config))
 
     def run(self, task: Task, config: dict) -> TrialResult:
         """Compile, check and time ``config`` on ``task``; any failure is a result, not an exception."""
@@ -177,23 +198,26 @@ class TrialRunner:
             if not passes(errors, task.spec.dtype):
                 return TrialResult(False, None, _describe_failure(errors, task.spec.dtype), errors,
                                    time.perf_counter() - start)
-            seconds = self._time(task, case, config)
+            timing = self._time(task, case, config)
         except Exception as e:  # noqa: BLE001 - a broken config is a failed trial, never a crash
             frame = traceback.extract_tb(e.__traceback__)[-1]
             reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''} " \
                      f"({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})"
             return TrialResult(False, None, reason, {}, time.perf_counter() - start)
-        return TrialResult(True, seconds, None, errors, time.perf_counter() - start)
+        return TrialResult(True, timing.median, None, errors, time.perf_counter() - start, spread=timing.spread,
+                           noisy=timing.noisy)
 
-    def compare(self, task: Task, a: dict, b: dict, rounds: int = 5) -> tuple[float, float]:
-        """Median times of configs ``a`` and ``b`` timed alternately (a, b, a, b, ...): drift of the
-        machine hits both alike, so a winner must beat the default in the same conditions."""
+    def compare(self, task: Task, a: dict, b: dict, rounds: int = 5) -> Comparison:
+        """Configs ``a`` and ``b`` timed alternately (a, b, a, b, ...): drift of the machine hits both
+        alike, so a winner must beat the default in the same conditions, by more than the spread of
+        the rounds' ratios."""
         case = self._case(task)
         times_a, times_b = [], []
         for _ in range(rounds):
-            times_a.append(self._time(task, case, a))
-            times_b.append(self._time(task, case, b))
-        return statistics.median(times_a), statistics.median(times_b)
+            times_a.append(self._time(task, case, a).median)
+            times_b.append(self._time(task, case, b).median)
+        ratios = [x / y for x, y in zip(times_a, times_b) if y > 0]
+        return Comparison(statistics.median(times_a), statistics.median(times_b), spread(ratios), rounds)
 
     def close(self) -> None:
         self._cases.clear()

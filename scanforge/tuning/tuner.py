@@ -6,8 +6,14 @@ where it stopped and several processes or machines given one ``--storage`` URL s
 Trials that break a constraint are pruned; configs already measured are not re-run; a config that
 fails to compile, is wrong or hangs is a failed trial with its reason. The trial budget counts
 measured configs only: in a space where most points break a constraint, pruned and repeated
-suggestions would otherwise use it up before a handful of configs ran. The best config is then
-timed alternately with the default (a noise guard) and written to the cache only if it wins.
+suggestions would otherwise use it up before a handful of configs ran.
+
+A trial stopped from outside — Ctrl-C, a signal, the tuning process failing or being killed (then
+Optuna's heartbeat fails the trial without a reason) — measured nothing: it is recorded as
+interrupted with its reason, does not count against the budget, and its config is measured again
+first by the next run. So is a config that timed out under a shorter ``--trial-timeout`` than the
+current run's. The best config is then timed alternately with the default and written to the cache
+only if it beats it by more than :data:`MIN_GAIN` and more than the noise of that re-timing.
 """
 
 from __future__ import annotations
@@ -27,10 +33,17 @@ from .configs import default_config
 from .fingerprint import fingerprint, fingerprint_id
 from .samplers import make_sampler
 from .spaces import SearchSpace, config_key, space_for
-from .storage import default_storage, grace_seconds, interrupted, open_storage  # noqa: F401 - public here too
-from .trials import Task, TrialResult
+from .storage import (  # noqa: F401 - default_storage and open_storage are public here too
+    default_storage,
+    grace_seconds,
+    interrupted,
+    open_storage,
+    unmeasured,
+)
+from .trials import Comparison, Interrupted, Task, TrialResult
 
-#: A tuned config must beat the default by this fraction in the interleaved re-timing.
+#: A tuned config must beat the default by this fraction in the interleaved re-timing (and by more than
+#: the re-timing's noise, the spread of its rounds' ratios).
 MIN_GAIN = 0.02
 #: At most this many suggestions per config to measure (infeasible and repeated ones are not measured).
 SUGGESTIONS_PER_TRIAL = 10
@@ -56,9 +69,14 @@ class Outcome:
     pruned: int = 0  # suggestions that broke a constraint
     repeated: int = 0  # suggestions of a config already measured (its result reused)
     failures: dict[str, int] = field(default_factory=dict)  # reason -> count
-    interrupted: int = 0  # trials failed by the heartbeat (a worker killed or cut off): not measured
+    interrupted: int = 0  # trials stopped from outside (not measurements; their configs are measured again)
+    remeasured: int = 0  # measurements of configs an earlier interruption had left unmeasured
+    noisy: int = 0  # measured configs whose timing repeats disagreed by more than timing.NOISY
+    measured_now: int = 0  # configs this run measured (the rest of `trials` came from earlier runs)
+    stopped: str = ""  # why the search ended
+    noise: float | None = None  # spread of the best-vs-default re-timing's ratios
     accepted: bool = False  # whether a tuned config beat the default and was stored
-    note: str = ""
+    note: str = ""  # why nothing was cached (or what to know about the winner)
 
     @property
     def speedup(self) -> float:
@@ -77,9 +95,9 @@ def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=done)
 
 
-def _measured(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+def _measured(study: optuna.Study, timeout: float | None = None) -> list[optuna.trial.FrozenTrial]:
     """The finished trials that ran a config: not pruned, not a repeat, not interrupted."""
-    return fleet.measured(study)
+    return fleet.measured(study, timeout)
 
 
 def _wait_seconds(runner) -> float:
@@ -88,17 +106,46 @@ def _wait_seconds(runner) -> float:
     return 2 * max(timeouts + [300.0]) + grace_seconds()
 
 
+def _to_measure_again(study: optuna.Study, timeout: float | None) -> list[dict]:
+    """Configs whose trials were interrupted (or timed out under a shorter limit) and that no later
+    trial measured nor waits to measure: the next run measures them first."""
+    done = fleet.tried(study, timeout)  # measured, or being measured by another worker
+    waiting = {config_key(t.system_attrs.get("fixed_params", {}))
+               for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))}
+    again: dict[tuple, dict] = {}
+    for t in _finished(study):
+        key = config_key(t.params)
+        if t.params and unmeasured(t, timeout) and key not in done and key not in waiting:
+            again.setdefault(key, dict(t.params))
+    return list(again.values())
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else ""
+
+
 class _Objective:
     """Suggest a config, skip what is infeasible or already measured, run the rest."""
 
     def __init__(self, task: Task, space: SearchSpace, runner, on_trial: Callable | None):
         self.task, self.space, self.runner, self.on_trial = task, space, runner, on_trial
+        self.timeout = getattr(runner, "timeout", None)
         self.feasible = {config_key(c) for c in space.grid(task.shape)}
+        self.measured_now = 0
         # On a GPU the compiler decides what fits: a config that fails to compile, spills or is
         # under the warps floor for this device is pruned before it is timed.
         self.target = aot.device_target() if task.backend in aot.GPU_BACKENDS and \
             backends.get(task.backend).runs_on_gpu() else None
         self.wait_seconds = _wait_seconds(runner)
+
+    @staticmethod
+    def _mark_interrupted(trial: optuna.Trial, why: str) -> None:
+        try:  # the storage itself may be what failed
+            trial.set_user_attr("interrupted", why)
+            trial.set_user_attr("reason", f"interrupted: {why}")
+        except Exception:  # noqa: BLE001 - the heartbeat then fails the trial without a reason: interrupted too
+            pass
 
     def __call__(self, trial: optuna.Trial) -> float:
         config = {name: trial.suggest_categorical(name, list(choices)) for name, choices in self.space.params.items()}
@@ -113,54 +160,79 @@ class _Objective:
             self.feasible.discard(config_key(config))
             trial.set_user_attr("reason", f"compile: {why}")
             raise optuna.TrialPruned(f"compile: {why}")
-        earlier = fleet.claim(trial, self.wait_seconds)  # None: this trial measures the config
+        earlier = fleet.claim(trial, self.wait_seconds, self.timeout)  # None: this trial measures the config
         if earlier is not None:
             trial.set_user_attr("duplicate_of", earlier.number)
             if earlier.state == optuna.trial.TrialState.FAIL:
                 trial.set_user_attr("reason", earlier.user_attrs.get("reason", "failed"))
                 raise TrialFailed(trial.user_attrs["reason"])
             return earlier.value
-        result: TrialResult = self.runner.run(self.task, config)
+        try:
+            result: TrialResult = self.runner.run(self.task, config)
+        except (KeyboardInterrupt, Interrupted) as e:
+            self._mark_interrupted(trial, _first_line(e) or "stopped by the user (Ctrl-C)")
+            raise
+        except BaseException as e:  # the tuning process failed mid-trial: not the config's fault
+            self._mark_interrupted(trial, f"the tuning process failed ({type(e).__name__}: {_first_line(e)})")
+            raise
+        self.measured_now += 1
         trial.set_user_attr("wall_seconds", round(result.wall_seconds, 3))
         if self.on_trial:
             self.on_trial(trial.number, config, result)
         if not result.ok:
+            if result.timed_out_after is not None:
+                trial.set_user_attr("timed_out_after", result.timed_out_after)
             trial.set_user_attr("reason", result.reason)
             raise TrialFailed(result.reason)
         trial.set_user_attr("errors", {k: v for k, v in result.errors.items() if v == v})
+        trial.set_user_attr("spread", round(result.spread, 4))
+        if result.noisy:
+            trial.set_user_attr("noisy", True)
         return result.seconds
 
     def exhausted(self, study: optuna.Study) -> bool:
-        return self.feasible <= fleet.tried(study)  # measured, or being measured by another worker
+        return self.feasible <= fleet.tried(study, self.timeout)  # measured, or being measured by another worker
 
 
 _WHERE = re.compile(r" \([\w.]+:\d+\)$")  # the "(file.py:12)" of a reason: one row per kind of failure
 
 
-def _summarize(outcome: Outcome, study: optuna.Study) -> None:
-    outcome.trials = len(_measured(study))
+def _summarize(outcome: Outcome, study: optuna.Study, timeout: float | None) -> None:
+    outcome.trials = len(_measured(study, timeout))
     for t in _finished(study):
-        if interrupted(t):
-            outcome.interrupted += 1
-        elif t.state == optuna.trial.TrialState.PRUNED:
+        if t.state == optuna.trial.TrialState.PRUNED:
             outcome.pruned += 1
+        elif interrupted(t):
+            outcome.interrupted += 1
+        elif unmeasured(t, timeout):
+            continue  # timed out under a shorter limit than this run's: measured again, counted there
         elif "duplicate_of" in t.user_attrs:
             outcome.repeated += 1
-        elif t.state == optuna.trial.TrialState.COMPLETE:
-            outcome.complete += 1
         else:
-            outcome.failed += 1
-            reason = _WHERE.sub("", t.user_attrs.get("reason") or "failed")[:100]
-            outcome.failures[reason] = outcome.failures.get(reason, 0) + 1
+            outcome.remeasured += "remeasure" in t.user_attrs
+            if t.state == optuna.trial.TrialState.COMPLETE:
+                outcome.complete += 1
+                outcome.noisy += bool(t.user_attrs.get("noisy"))
+            else:
+                outcome.failed += 1
+                reason = _WHERE.sub("", t.user_attrs.get("reason") or "failed")[:300]
+                outcome.failures[reason] = outcome.failures.get(reason, 0) + 1
 
 
 def tune(task: Task, runner, *, trials: int = 20, budget_seconds: float | None = None, sampler: str = "local",
          seed: int = 0, storage: str | optuna.storages.BaseStorage | None = None, space_file=None,
-         on_trial: Callable | None = None, write_cache: bool = True, retime_rounds: int = 5,
-         accept: bool = True) -> Outcome:
+         on_trial: Callable | None = None, on_plan: Callable[[int], None] | None = None, write_cache: bool = True,
+         retime_rounds: int = 5, accept: bool = True) -> Outcome:
     """Tune ``task`` until its study has measured ``trials`` configs (counting earlier runs), the
     space is exhausted, or ``budget_seconds`` pass; then accept the winner if it beats the default
-    (``accept=False``: search only; nothing is re-timed, verified or cached)."""
+    (``accept=False``: search only; nothing is re-timed, verified or cached). ``on_plan(n)`` is told
+    how many configs this run means to measure, ``on_trial(number, config, result)`` each measurement.
+    A ``KeyboardInterrupt`` (or :class:`~scanforge.tuning.trials.Interrupted`) during a trial marks it
+    interrupted and propagates."""
+    if trials < 1:
+        raise ValueError(f"trials: expected an int >= 1, got {trials!r}")
+    if budget_seconds is not None and not budget_seconds > 0:
+        raise ValueError(f"budget_seconds: expected seconds > 0, got {budget_seconds!r}")
     space = space_for(task.backend, task.family, space_file)
     default = dict(space.default) if space_file else default_config(task.backend, task.spec)
     name = study_name(task)
@@ -173,14 +245,19 @@ def tune(task: Task, runner, *, trials: int = 20, budget_seconds: float | None =
         outcome.note = "nothing to tune: the family has no parameters"
         return outcome
     objective = _Objective(task, space, runner, on_trial)
+    timeout = objective.timeout
     if not study.trials and sampler != "grid":
         study.enqueue_trial(default, skip_if_exists=True)  # the baseline, measured like any other config, first
     fleet.settle(study, 0)  # fail the trials of workers that died since the study was last used
-    remaining = trials - len(_measured(study))
+    for config in _to_measure_again(study, timeout):  # interrupted configs first; they were never measured
+        study.enqueue_trial(config, user_attrs={"remeasure": True})
+    remaining = trials - len(_measured(study, timeout))
     deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
+    if on_plan:
+        on_plan(max(0, min(remaining, len(objective.feasible - fleet.tried(study, timeout)))))
 
     def stop_when_done(study: optuna.Study, _trial) -> None:
-        if len(_measured(study)) >= trials or objective.exhausted(study) or (
+        if len(_measured(study, timeout)) >= trials or objective.exhausted(study) or (
                 deadline is not None and time.monotonic() > deadline):
             study.stop()
 
@@ -190,7 +267,16 @@ def tune(task: Task, runner, *, trials: int = 20, budget_seconds: float | None =
                        callbacks=[stop_when_done], n_jobs=getattr(runner, "size", 1), gc_after_trial=False,
                        show_progress_bar=False)
     left = fleet.settle(study, _wait_seconds(runner)) if accept else []  # other workers' trials end first
-    _summarize(outcome, study)
+    _summarize(outcome, study, timeout)
+    outcome.measured_now = objective.measured_now
+    if outcome.trials >= trials:
+        outcome.stopped = f"{trials} configs measured (--trials)"
+    elif objective.exhausted(study):
+        outcome.stopped = "every feasible config measured"
+    elif deadline is not None and time.monotonic() > deadline:
+        outcome.stopped = f"--budget-seconds {budget_seconds:g} reached"
+    else:
+        outcome.stopped = "the sampler suggested no new config"
     if accept:
         _accept(outcome, study, store, runner, retime_rounds, write_cache, left)
     return outcome
@@ -203,7 +289,7 @@ def _accept(outcome: Outcome, study: optuna.Study, storage, runner, rounds: int,
     complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                 if "duplicate_of" not in t.user_attrs]
     if not complete:
-        outcome.note = "no config passed the correctness check"
+        outcome.note = "no config passed the correctness check" if outcome.trials else "no config was measured"
         return
     best = min(complete, key=lambda t: (t.value, t.number))
     task, default = outcome.task, outcome.default
@@ -213,6 +299,7 @@ def _accept(outcome: Outcome, study: optuna.Study, storage, runner, rounds: int,
         return
     verdict = fleet.verdict(study, storage, best.number, lambda: _judge(outcome, best, complete, runner, rounds))
     outcome.seconds, outcome.default_seconds = verdict["seconds"], verdict["default_seconds"]
+    outcome.noise = verdict.get("noise")
     outcome.note = verdict["note"] + (f" ({len(left)} trial(s) of other workers still running)" if left else "")
     if verdict["accepted"]:
         entry = verdict["entry"]
@@ -223,28 +310,36 @@ def _accept(outcome: Outcome, study: optuna.Study, storage, runner, rounds: int,
 
 
 def _judge(outcome: Outcome, best: optuna.trial.FrozenTrial, complete: list, runner, rounds: int) -> dict:
-    """Re-time the best config alternately with the default; accept it only if it wins clearly and
-    passes the conformance suite. Returns the verdict (JSON) that every worker of the study adopts."""
+    """Re-time the best config alternately with the default; accept it only if it beats it by more than
+    :data:`MIN_GAIN` and the re-timing's noise, and passes the conformance suite. Returns the verdict
+    (JSON) that every worker of the study adopts."""
     task, default, best_config = outcome.task, outcome.default, best.user_attrs["config"]
-    verdict = {"accepted": False, "seconds": None, "default_seconds": None}
+    verdict = {"accepted": False, "seconds": None, "default_seconds": None, "noise": None}
     default_ok = any(t.user_attrs.get("config") == default for t in complete)
     if not default_ok:
         default_ok = runner.run(task, default).ok  # a grid search or a study started elsewhere
+    needed = MIN_GAIN
     if default_ok:
-        seconds, default_seconds = runner.compare(task, best_config, default, rounds)
-        wins = seconds < default_seconds * (1 - MIN_GAIN)
-        verdict.update(seconds=seconds, default_seconds=default_seconds)
+        timed: Comparison = runner.compare(task, best_config, default, rounds)
+        verdict.update(seconds=timed.seconds_a, default_seconds=timed.seconds_b, noise=timed.noise)
+        needed = max(MIN_GAIN, timed.noise)
+        wins = timed.seconds_a < timed.seconds_b * (1 - needed)
     else:  # the default itself is wrong or broken here: any correct config beats it
         verdict["seconds"], wins = best.value, True
     if not wins:
-        verdict["note"] = (f"best config {best_config} ({verdict['seconds'] * 1e3:.3f} ms) did not beat the default "
-                           f"when re-timed; default kept")
-        verdict["seconds"] = verdict["default_seconds"]  # what runs from now on
+        seconds, default_seconds = verdict["seconds"], verdict["default_seconds"]
+        verdict["note"] = (f"best config {_config_text(best_config)} ({seconds * 1e3:.3f} ms, "
+                           f"{1 - seconds / default_seconds:+.1%}) did not beat the default "
+                           f"({default_seconds * 1e3:.3f} ms) by more than {needed:.1%} "
+                           f"({'the re-timing noise' if needed > MIN_GAIN else 'the minimum gain'}) when re-timed; "
+                           f"default kept")
+        verdict["seconds"] = default_seconds  # what runs from now on
         return verdict
     # The same suite as `scanforge check`, with this config forced.
     failures = verify_config(task.backend, task.spec, best_config, task.shape)
     if failures:
-        verdict["note"] = f"best config {best_config} failed the conformance suite; not cached: " + " | ".join(failures)
+        verdict["note"] = (f"best config {_config_text(best_config)} failed the conformance suite; not cached: "
+                           + " | ".join(failures))
         return verdict
     b = cache.bucket(task.shape)
     entry = {"spec": task.spec.key(), "bucket": list(b), "config": dict(best_config), "seconds": verdict["seconds"],
@@ -253,3 +348,7 @@ def _judge(outcome: Outcome, best: optuna.trial.FrozenTrial, complete: list, run
     verdict.update(accepted=True, note="", entry=entry, key=cache.entry_key(task.spec, b),
                    fingerprint=fingerprint(task.backend))
     return verdict
+
+
+def _config_text(config: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in config.items())

@@ -4,41 +4,101 @@ The child is started with ``spawn`` (a fresh interpreter: no forked CUDA context
 thread pools) and serves trials over a pipe, keeping its compiled kernels and prepared inputs
 between trials. A trial that outlives ``timeout`` seconds has its child killed and is reported
 as failed; the next trial starts a new child.
+
+The child ignores Ctrl-C (the terminal sends it to the whole process group): the parent decides.
+When the run is stopped — Ctrl-C, a signal, a ``stop`` event set by the command — the parent kills
+the child and the trial raises :class:`~scanforge.tuning.trials.Interrupted` (or the
+``KeyboardInterrupt`` itself), so that it is recorded as interrupted, not as a failure of its
+config. Several children on one machine split its cores (``threads``): two trial processes that
+each run a parallel kernel on every core time each other's scheduling, not their kernels.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
+import signal
+import threading
 import time
 
-from .trials import Task, TrialResult, TrialRunner
+import torch
+
+from .trials import Comparison, Interrupted, Task, TrialResult, TrialRunner
+
+#: How often a waiting parent looks at its stop event.
+POLL_SECONDS = 0.2
 
 
-def _serve(conn, seed: int) -> None:
+class StopEvent(threading.Event):
+    """Set when the tuning run is stopped; ``reason`` says by what (recorded with the interrupted trials)."""
+
+    reason = "the tuning run was stopped"
+
+    def stop(self, reason: str) -> None:
+        self.reason = reason
+        self.set()
+
+
+def machine_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int) -> int | None:
+    """Threads each of ``workers`` trial processes gets on this machine (None: one worker, no limit)."""
+    return None if workers <= 1 else max(1, machine_cores() // workers)
+
+
+def _limit_threads(threads: int) -> None:
+    """Before any kernel library starts its thread pool: use ``threads`` threads (never more than asked)."""
+    for name in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS"):
+        asked = os.environ.get(name, "")
+        os.environ[name] = str(min(threads, int(asked))) if asked.isdigit() and int(asked) > 0 else str(threads)
+    torch.set_num_threads(threads)
+
+
+def _serve(conn, seed: int, threads: int | None = None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops trials; no second traceback here
+    if threads:
+        _limit_threads(threads)
     runner = TrialRunner(seed=seed)
     while True:
         try:
             message = conn.recv()
-        except EOFError:
+        except (EOFError, OSError):
             return
         if message is None:
             return
         method, args = message
-        conn.send(getattr(runner, method)(*args))
+        try:
+            conn.send(getattr(runner, method)(*args))
+        except (BrokenPipeError, OSError):
+            return
 
 
 class SubprocessRunner:
-    """The :class:`~scanforge.tuning.trials.TrialRunner` interface, run in a child process with a timeout."""
+    """The :class:`~scanforge.tuning.trials.TrialRunner` interface, run in a child process with a timeout.
 
-    def __init__(self, timeout: float = 300.0, seed: int = 0):
-        self.timeout, self.seed = timeout, seed
+    ``threads``: the child's thread count (None: the machine's). ``stop``: an event the command sets
+    when the run is stopped; a trial waiting on the child then ends as :class:`Interrupted`.
+    """
+
+    def __init__(self, timeout: float = 300.0, seed: int = 0, threads: int | None = None,
+                 stop: threading.Event | None = None):
+        if not timeout > 0:
+            raise ValueError(f"trial timeout: expected seconds > 0, got {timeout!r}")
+        self.timeout, self.seed, self.threads = timeout, seed, threads
+        self.stop = stop if stop is not None else StopEvent()
         self._context = mp.get_context("spawn")
         self._process = self._conn = None
 
     def _start(self) -> None:
         self._conn, child = self._context.Pipe()
-        self._process = self._context.Process(target=_serve, args=(child, self.seed), daemon=True)
+        self._process = self._context.Process(target=_serve, args=(child, self.seed, self.threads), daemon=True)
         self._process.start()
         child.close()
 
@@ -48,11 +108,34 @@ class SubprocessRunner:
             self._process.join(5)
         self._process = self._conn = None
 
+    @property
+    def stop_reason(self) -> str:
+        return getattr(self.stop, "reason", "the tuning run was stopped")
+
+    def _wait(self, timeout: float) -> bool:
+        """Whether the child answered within ``timeout`` s; raises :class:`Interrupted` once ``stop`` is set."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.stop.is_set():
+                raise Interrupted(self.stop_reason)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self._conn.poll(min(POLL_SECONDS, left)):
+                return True
+
     def _call(self, method: str, *args, timeout: float):
+        if self.stop.is_set():
+            raise Interrupted(self.stop_reason)
         if self._process is None or not self._process.is_alive():
             self._start()
-        self._conn.send((method, args))
-        if not self._conn.poll(timeout):
+        try:
+            self._conn.send((method, args))
+            answered = self._wait(timeout)
+        except BaseException:  # Ctrl-C, a stop: the child's trial is abandoned with it
+            self._kill()
+            raise
+        if not answered:
             self._kill()
             raise TimeoutError(f"timed out after {timeout:g} s (the trial's process was killed)")
         try:
@@ -61,16 +144,20 @@ class SubprocessRunner:
             self._process.join(5)
             code = self._process.exitcode
             self._kill()
+            if self.stop.is_set():
+                raise Interrupted(self.stop_reason) from None
             raise RuntimeError(f"the trial's process died (exit code {code})") from None
 
     def run(self, task: Task, config: dict) -> TrialResult:
         start = time.perf_counter()
         try:
             return self._call("run", task, config, timeout=self.timeout)
-        except (TimeoutError, RuntimeError) as e:
+        except TimeoutError as e:
+            return TrialResult(False, None, str(e), {}, time.perf_counter() - start, timed_out_after=self.timeout)
+        except RuntimeError as e:
             return TrialResult(False, None, str(e), {}, time.perf_counter() - start)
 
-    def compare(self, task: Task, a: dict, b: dict, rounds: int = 5) -> tuple[float, float]:
+    def compare(self, task: Task, a: dict, b: dict, rounds: int = 5) -> Comparison:
         return self._call("compare", task, a, b, rounds, timeout=self.timeout * 2)
 
     def close(self) -> None:
@@ -85,8 +172,9 @@ class SubprocessRunner:
 
 class RunnerPool:
     """Several runners behind one interface, for Optuna's parallel trials (``--workers N``): each
-    trial borrows a free runner. Parallel trials share the machine, so their timings are noisier;
-    the winner's re-timing against the default runs alone."""
+    trial borrows a free runner. Parallel trials share the machine, so each runner's process gets
+    its share of the cores (:func:`threads_per_worker`); the winner's re-timing against the default
+    runs alone."""
 
     def __init__(self, runners: list):
         self.runners = runners
@@ -98,6 +186,11 @@ class RunnerPool:
     def size(self) -> int:
         return len(self.runners)
 
+    @property
+    def timeout(self) -> float | None:
+        limits = [r.timeout for r in self.runners if getattr(r, "timeout", None)]
+        return max(limits) if limits else None
+
     def _with_runner(self, method: str, *args):
         runner = self._free.get()
         try:
@@ -108,7 +201,7 @@ class RunnerPool:
     def run(self, task: Task, config: dict) -> TrialResult:
         return self._with_runner("run", task, config)
 
-    def compare(self, task: Task, a: dict, b: dict, rounds: int = 5) -> tuple[float, float]:
+    def compare(self, task: Task, a: dict, b: dict, rounds: int = 5) -> Comparison:
         return self._with_runner("compare", task, a, b, rounds)
 
     def close(self) -> None:

@@ -47,7 +47,8 @@ def _scan_run(backend: str, spec: ScanSpec, x: ScanInputs, dy, dh, grads: bool, 
     """``(y, h_last or None, grads)``: through the public op and autograd when no config is forced
     (the user's path), else straight through the backend with the forced configs."""
     if configs is None:
-        leaves = [None if t is None else t.detach().clone().requires_grad_(grads) for t in x.tensors]
+        # detach, not clone: a clone would make a strided or offset input contiguous, hiding its layout
+        leaves = [None if t is None else t.detach().requires_grad_(grads) for t in x.tensors]
         u, delta, A, B, C, D, z, delta_bias, gate, h0 = leaves
         out = selective_scan(u, delta, A, B, C, D, z, delta_bias, spec.softplus, direction=spec.direction.value,
                              stride=spec.stride, gate=gate, gate_threshold=x.gate_threshold,
@@ -100,8 +101,8 @@ def _gather_errors(backend, spec: GatherSpec, inputs: GatherInputs, grads, seed,
     case = gather_case(fwd, x, k, scores, grads=grads, seed=seed)
     ref, ref_idx, gout = case.out, case.idx, case.gout
     if configs is None:
-        xs = x.detach().clone().requires_grad_(grads)
-        ss = None if scores is None else scores.detach().clone().requires_grad_(grads)
+        xs = x.detach().requires_grad_(grads)  # keeps x's layout (see _scan_run)
+        ss = None if scores is None else scores.detach().requires_grad_(grads)
         summary, weight = (None if v.value == "none" else v.value for v in (spec.summary, spec.weight))
         out, idx = topk_gather(xs, k, ss, keep_order=spec.keep_order, summary=summary, weight=weight,
                                backend=backend)

@@ -13,6 +13,7 @@ timed alternately with the default (a noise guard) and written to the cache only
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 import warnings
@@ -76,14 +77,19 @@ def default_storage() -> str:
 
 def open_storage(url: str | None) -> optuna.storages.BaseStorage:
     """Optuna RDB storage with heartbeats: a trial left running by a killed process is failed
-    when the study resumes, instead of staying RUNNING forever."""
+    when the study resumes, instead of staying RUNNING forever; that is once its last heartbeat is
+    ``$SCANFORGE_HEARTBEAT_GRACE_SECONDS`` old (default 20; heartbeats every 5 s, or more often
+    under a shorter grace period)."""
     url = url or default_storage()
+    grace = int(os.environ.get("SCANFORGE_HEARTBEAT_GRACE_SECONDS", "20"))
+    interval = max(1, min(5, grace // 4))
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     for attempt in range(5):  # processes creating one fresh database race on its schema: the loser retries
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=5, grace_period=20)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=interval,
+                                                  grace_period=grace)
         except sqlalchemy.exc.SQLAlchemyError:
             if attempt == 4:
                 raise

@@ -3,7 +3,8 @@
 The child is started with ``spawn`` (a fresh interpreter: no forked CUDA context, autograd or
 thread pools) and serves trials over a pipe, keeping its compiled kernels and prepared inputs
 between trials. A trial that outlives ``timeout`` seconds has its child killed and is reported
-as failed; the next trial starts a new child.
+as failed; the next trial starts a new child. The child says when it is ready (its imports done),
+and only then does a trial's clock start: a slow start on a busy machine is not a timeout.
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ import time
 
 from .trials import Task, TrialResult, TrialRunner
 
+#: Seconds a child may take to start (interpreter, torch and the kernel libraries imported) before it counts as dead.
+STARTUP_TIMEOUT = 600.0
+
 
 def _serve(conn, seed: int) -> None:
     runner = TrialRunner(seed=seed)
+    conn.send("ready")
     while True:
         try:
             message = conn.recv()
@@ -41,6 +46,14 @@ class SubprocessRunner:
         self._process = self._context.Process(target=_serve, args=(child, self.seed), daemon=True)
         self._process.start()
         child.close()
+        try:
+            ready = self._conn.poll(STARTUP_TIMEOUT) and self._conn.recv() == "ready"
+        except EOFError:
+            ready = False
+        if not ready:
+            code = self._process.exitcode
+            self._kill()
+            raise RuntimeError(f"the trial's process did not start (exit code {code})")
 
     def _kill(self) -> None:
         if self._process is not None:

@@ -169,14 +169,17 @@ def test_the_tuner_does_not_cache_a_winner_that_fails_the_suite(toys, tmp_path):
 def test_the_suite_has_a_row_for_every_direction_mix_and_layout():
     cases = conformance.plan(["reference"], quick=True)
     rows = {(c.op, c.name) for c in cases if c.kind == "reference"}
-    pooled = [c.name for c in cases if c.op == "selective_scan" and (
-        conformance.OPS[c.op][c.name].spec.stride > 1 or conformance.OPS[c.op][c.name].spec.gated)]
-    directions = {conformance.OPS["selective_scan"][n].spec.direction.value for n in pooled}
-    assert directions == {"causal", "reverse", "bidirectional"}
+    specs = {name: conformance.OPS[op][name].spec for op, name in rows if op == "selective_scan"}
+    for pooled in ("strided", "hard", "soft"):
+        directions = {s.direction.value for s in specs.values()
+                      if (s.stride > 1 if pooled == "strided" else s.gated and s.gate_mode.value == pooled)}
+        assert directions == {"causal", "reverse", "bidirectional"}, pooled
+    assert {s.stride for s in specs.values()} >= {4, 8}
     layouts = {conformance.OPS[op][name].layout for op, name in rows}
     assert layouts == set(LAYOUTS)
     assert {op for op, name in rows if conformance.OPS[op][name].layout != "contiguous"} == set(conformance.OPS)
-    half = [c for c in cases if "C" in conformance.OPS[c.op][c.name].half and c.op == "selective_scan"]
+    half = [c for c in cases if c.kind == "reference" and c.op == "selective_scan"
+            and "C" in conformance.OPS[c.op][c.name].half]
     assert half and {c.dtype for c in half} == {"float16", "bfloat16"}
     deep = conformance.plan(["reference"], quick=True, deep=True, examples=2)
     assert {c.op for c in deep if c.kind == "property"} == set(conformance.OPS)

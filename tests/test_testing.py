@@ -13,11 +13,13 @@ from scanforge import backends
 from scanforge.decode import DecodeWindow
 from scanforge.kernels.ir import GatherSpec, ScanSpec
 from scanforge.kernels.validate import check_decode_args, check_gather_args, check_scan_args
-from scanforge.testing import (
+from scanforge.testing import (  # DecodeExample, GatherExample: eval(source()) needs the names
     DIRECTIONS,
     HALF_CAPABLE,
     LAYOUTS,
     POOLED_FAMILIES,
+    DecodeExample,
+    GatherExample,
     ReferenceMismatch,
     ScanExample,
     as_layout,
@@ -146,8 +148,6 @@ def test_an_example_rebuilds_the_same_tensors_and_prints_as_source():
     a, b = example.inputs(), example.inputs()
     assert all(torch.equal(x, y) for x, y in zip(a.tensors, b.tensors) if x is not None)
     assert a.u.stride()[-1] == 2 and a.A.dtype == a.C.dtype == a.D.dtype == torch.float16
-    from scanforge.testing import DecodeExample, GatherExample  # noqa: F401 - eval needs the names
-
     assert eval(example.source()) == example
     assert "layout='strided'" in example.source() and "groups" not in example.source()  # defaults left out
     assert spec_source(example.spec) == "ScanSpec(direction='reverse', has_D=True, dtype='float16')"

@@ -22,7 +22,7 @@ from scanforge import backends
 from scanforge.kernels.ir import ScanSpec
 from scanforge.tuning import cache
 from scanforge.tuning.configs import config_for
-from scanforge.tuning.spaces import config_key
+from scanforge.tuning.spaces import config_key, space_for
 from scanforge.tuning.trials import Task, TrialRunner
 from scanforge.tuning.tuner import study_name, tune
 from scanforge.tuning.worker import SubprocessRunner
@@ -158,8 +158,6 @@ def test_four_processes_tune_one_study_together(tmp_path):
 
 
 def _toy_feasible():
-    from scanforge.tuning.spaces import space_for
-
     return space_for("toy", "scan_fwd", HERE / "spaces" / "toy.toml").grid((1, 8, 32, 4))
 
 

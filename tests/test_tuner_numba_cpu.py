@@ -177,11 +177,12 @@ def test_tune_command_stops_a_study_at_its_budget(tmp_path, never_accept):
 
 
 def test_tune_command_with_two_worker_processes(tmp_path, capsys, never_accept):
-    """Two spawned workers measure the two configs of the decode space side by side."""
+    """Two spawned workers measure the decode space's two configs (both workers may start on the same one: a
+    config running in one worker is not yet a finished trial the other can reuse)."""
     assert main(["tune", *DECODE_FLAGS, "--trials", "2", "--workers", "2", "--trial-timeout", "600",
                  "--storage", _storage(tmp_path)]) == 0
     measured = _measured(_trials(tmp_path, DECODE_TASK))
-    assert sorted(t.params["PARALLEL"] for t in measured) == [False, True]
+    assert {t.params["PARALLEL"] for t in measured} == {False, True}
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in measured), [t.user_attrs for t in measured]
     assert "scan_decode" in capsys.readouterr().out
 
@@ -234,7 +235,7 @@ def _scan_inputs():
 def test_the_next_call_runs_the_kernel_generated_with_the_tuned_config(loads, backend):
     spec = ScanSpec(has_D=True)
     default = default_config("numba_cpu", spec)
-    tuned = {**default, "BLOCK_D": 16, "CHUNK_L": 64}
+    tuned = {**default, "LAYOUT": "scalar"}  # the float64 one-channel-at-a-time kernel: quick to compile
     x = _scan_inputs()
     sf.selective_scan(**x, backend=backend)
     assert [_header_config(m) for b, s, m in loads if b == "numba_cpu" and s == spec] == [default]

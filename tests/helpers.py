@@ -1,9 +1,17 @@
-"""Shared test helpers: the backends under test and readable parameter ids."""
+"""Shared test helpers: the backends under test, each on the device it runs on here, and readable ids.
 
+Every backend is tested on its own device: on a GPU machine Triton and Numba-CUDA get CUDA tensors (their
+parameters carry the ``gpu`` marker, so ``pytest -m gpu`` selects them) while Numba CPU keeps CPU tensors; on a
+CPU machine Triton runs interpreted and Numba-CUDA simulated, both on CPU tensors.
+"""
+
+import pytest
 import torch
+from hypothesis import settings
 
 from scanforge import backends
 
+#: The machine's device: what the public ops get when a test does not name a backend.
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -12,27 +20,60 @@ def kernel_backends() -> list[str]:
     return [b.name for b in backends.available()]
 
 
+def device_of(backend: str) -> torch.device:
+    """The device ``backend``'s tests hand it tensors on: CUDA where its kernels run on the GPU here, CPU
+    for a CPU backend (or an interpreted / simulated one), the machine's device for the reference."""
+    if backend == "reference":
+        return DEVICE
+    return torch.device("cuda" if backends.get(backend).runs_on_gpu() else "cpu")
+
+
+def backend_param(name: str):
+    """``name`` as a pytest parameter, marked ``gpu`` where it runs on CUDA tensors."""
+    return pytest.param(name, id=name, marks=[pytest.mark.gpu] if device_of(name).type == "cuda" else [])
+
+
 def supported(backend: str, spec) -> bool:
-    return backends.get(backend).unsupported_reason(spec, DEVICE) is None
+    return backends.get(backend).unsupported_reason(spec, device_of(backend)) is None
 
 
 def shape_id(batch, dim, L, N, dtype) -> str:
     return f"B{batch}-D{dim}-L{L}-N{N}-{dtype}"
 
 
-def backends_for(spec) -> list[str]:
-    """The installed backends that implement ``spec`` on this device."""
-    return [name for name in kernel_backends() if supported(name, spec)]
+def backends_for(spec=None) -> list:
+    """The installed backends (as parameters, see :func:`backend_param`) that implement ``spec`` on
+    their device; every installed backend when ``spec`` is None."""
+    return [backend_param(name) for name in kernel_backends() if spec is None or supported(name, spec)]
 
 
 def simulated(backend: str) -> bool:
     """Whether ``backend`` runs simulated here (Numba-CUDA's simulator runs every thread in Python)."""
-    return backend == "numba_cuda" and not torch.cuda.is_available()
+    return backend == "numba_cuda" and not backends.get(backend).runs_on_gpu()
 
 
 def scan_sizes(backend: str) -> dict:
-    """Caps for Hypothesis-drawn scan shapes: small enough for a simulated backend."""
+    """Caps for Hypothesis-drawn scan shapes: small enough for a simulated backend (the long sequences and
+    N = 16 that the caps leave out are fixed examples in test_numba_cuda.py)."""
     return dict(max_L=64, max_dim=2, Ns=(1, 4)) if simulated(backend) else {}
+
+
+def deep() -> bool:
+    """Whether the nightly Hypothesis profile runs (``SCANFORGE_HYPOTHESIS_PROFILE=deep``, see conftest)."""
+    return settings.get_current_profile_name() == "deep"
+
+
+#: Backends that compile one kernel per (direction, pooling, stride) on this machine, in tens of seconds each.
+COMPILES_PER_STRIDE = ("numba_cpu",)
+
+
+def strides_for(backend: str) -> tuple[int, ...]:
+    """The strides the strided family draws: 2 to 9, except that in CI a backend that compiles a kernel per
+    stride draws one (4) in each direction, so that a run compiles a bounded number of kernels; every stride
+    is compared with the reference on the other backends, and on this one by the deep profile."""
+    if backend in COMPILES_PER_STRIDE and not deep():
+        return (4,)
+    return tuple(range(2, 10))
 
 
 def gather_sizes(backend: str) -> dict:

@@ -20,7 +20,9 @@ def test_check_quick_runs_references_and_laws_and_passes(capsys, monkeypatch):
     assert main(["check", "--quick", "--backend", "reference", "--backend", "numba_cuda"]) == 0
     out = capsys.readouterr().out
     for row in ("causal+D+z+bias+softplus", "decode gated soft", "periodic gate", "varlen bidirectional",
-                "top-k identity", "numba_cuda", "pass", "first call on numba_cuda: forward"):
+                "top-k identity", "numba_cuda", "pass", "first call on numba_cuda: forward",
+                "strided k=3 reverse", "gated soft bidirectional", "half C, float32 B", "causal+states, offset views",
+                "decode, half A B C D state, offset views", "l2norm+mean+sigmoid, strided views"):
         assert row in out
     assert "0 failed" in out
 

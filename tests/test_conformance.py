@@ -17,7 +17,7 @@ from scanforge.cli import main
 from scanforge.cli.check import load_config_file, tuned_entries, verify_entries
 from scanforge.kernels.ir import ScanSpec, spec_from_key
 from scanforge.kernels.variants import DECODE_VARIANTS, GATHER_VARIANTS, SCAN_VARIANTS
-from scanforge.testing import conformance
+from scanforge.testing import LAYOUTS, conformance
 from scanforge.tuning import cache
 from scanforge.tuning.trials import Task, TrialRunner
 from scanforge.tuning.tuner import tune
@@ -164,6 +164,25 @@ def test_the_tuner_does_not_cache_a_winner_that_fails_the_suite(toys, tmp_path):
     assert out.complete == 2 and not out.accepted
     assert "failed the conformance suite" in out.note and "y rel err" in out.note
     assert not cache.user_file("tailtoy").exists()
+
+
+def test_the_suite_has_a_row_for_every_direction_mix_and_layout():
+    cases = conformance.plan(["reference"], quick=True)
+    rows = {(c.op, c.name) for c in cases if c.kind == "reference"}
+    specs = {name: conformance.OPS[op][name].spec for op, name in rows if op == "selective_scan"}
+    for pooled in ("strided", "hard", "soft"):
+        directions = {s.direction.value for s in specs.values()
+                      if (s.stride > 1 if pooled == "strided" else s.gated and s.gate_mode.value == pooled)}
+        assert directions == {"causal", "reverse", "bidirectional"}, pooled
+    assert {s.stride for s in specs.values()} >= {4, 8}
+    layouts = {conformance.OPS[op][name].layout for op, name in rows}
+    assert layouts == set(LAYOUTS)
+    assert {op for op, name in rows if conformance.OPS[op][name].layout != "contiguous"} == set(conformance.OPS)
+    half = [c for c in cases if c.kind == "reference" and c.op == "selective_scan"
+            and "C" in conformance.OPS[c.op][c.name].half]
+    assert half and {c.dtype for c in half} == {"float16", "bfloat16"}
+    deep = conformance.plan(["reference"], quick=True, deep=True, examples=2)
+    assert {c.op for c in deep if c.kind == "property"} == set(conformance.OPS)
 
 
 def test_every_variant_key_parses_back_to_its_spec():

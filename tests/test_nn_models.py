@@ -7,15 +7,16 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import DEVICE
+from helpers import DEVICE, backend_param, device_of
 
 import scanforge.nn as snn
 from scanforge import backends
 from scanforge.kernels.ir import ScanSpec
 
-KERNELS = [name for name in ("numba_cpu", "triton")
+#: The kernel backends that run on the models' device (CUDA on a GPU machine: Triton, marked ``gpu``).
+KERNELS = [backend_param(name) for name in ("numba_cpu", "triton")
            if name in backends.names() and backends.get(name).unavailable_reason() is None
-           and backends.get(name).unsupported_reason(ScanSpec(), DEVICE) is None]
+           and device_of(name) == DEVICE and backends.get(name).unsupported_reason(ScanSpec(), DEVICE) is None]
 
 BLOCKS = {
     "mamba": lambda be: snn.Mamba(16, d_state=4, backend=be),

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers import DEVICE, backends_for, kernel_backends
+from helpers import backends_for, device_of
 
 import scanforge as sf
 from scanforge.kernels.ir import GatherSpec, ScanSpec
@@ -16,9 +16,9 @@ def _op_args(x, backend):
     return (*x.tensors, None, True, "causal", 1, 0.5, "hard", True, backend)
 
 
-@pytest.mark.parametrize("backend", kernel_backends())
+@pytest.mark.parametrize("backend", backends_for())
 def test_opcheck(backend):
-    x = random_scan_inputs(SPEC, 1, 3, 20, 4, device=DEVICE)
+    x = random_scan_inputs(SPEC, 1, 3, 20, 4, device=device_of(backend))
     args = tuple(t.requires_grad_() if isinstance(t, torch.Tensor) else t for t in _op_args(x, backend))
     torch.library.opcheck(torch.ops.scanforge.selective_scan.default, args,
                           test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
@@ -35,10 +35,10 @@ def test_fake_impl_gives_output_metadata():
     assert h.shape == (2, 3, 5) and h.dtype == torch.float32
 
 
-@pytest.mark.parametrize("backend", kernel_backends())
+@pytest.mark.parametrize("backend", backends_for())
 def test_torch_compile_fullgraph_forward_and_backward(backend):
     torch._dynamo.reset()
-    x = random_scan_inputs(SPEC, 1, 3, 20, 4, device=DEVICE, seed=5)
+    x = random_scan_inputs(SPEC, 1, 3, 20, 4, device=device_of(backend), seed=5)
 
     def loss_fn(u, delta, A, B, C, D, z, delta_bias, h0):
         y, h = sf.selective_scan(u, delta, A, B, C, D, z, delta_bias, True, initial_state=h0,
@@ -57,8 +57,8 @@ def test_torch_compile_fullgraph_forward_and_backward(backend):
 
 @pytest.mark.parametrize("backend", backends_for(GatherSpec()))
 def test_opcheck_topk_gather(backend):
-    x = torch.randn(2, 17, 6, device=DEVICE, requires_grad=True)
-    scores = torch.randn(2, 17, device=DEVICE, requires_grad=True)
+    x = torch.randn(2, 17, 6, device=device_of(backend), requires_grad=True)
+    scores = torch.randn(2, 17, device=device_of(backend), requires_grad=True)
     torch.library.opcheck(torch.ops.scanforge.topk_gather.default, (x, 5, scores, True, "mean", "sigmoid", backend),
                           test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
 
@@ -66,11 +66,11 @@ def test_opcheck_topk_gather(backend):
 @pytest.mark.parametrize("backend", backends_for(ScanSpec(phase="decode")))
 @pytest.mark.parametrize("pooled", [False, True], ids=["plain", "strided"])
 def test_opcheck_decode_step(backend, pooled):
-    g = torch.Generator().manual_seed(2)
-    state = torch.randn(2, 4, 3, generator=g).to(DEVICE)
-    x, dt = torch.randn(2, 4, generator=g).to(DEVICE), torch.rand(2, 4, generator=g).to(DEVICE)
-    A, B, C = -torch.rand(4, 3).to(DEVICE), torch.randn(2, 3).to(DEVICE), torch.randn(2, 3).to(DEVICE)
-    window = sf.DecodeWindow.zeros(2, 4, 3, device=DEVICE).tensors() if pooled else (None,) * 4
+    g, device = torch.Generator().manual_seed(2), device_of(backend)
+    state = torch.randn(2, 4, 3, generator=g).to(device)
+    x, dt = torch.randn(2, 4, generator=g).to(device), torch.rand(2, 4, generator=g).to(device)
+    A, B, C = -torch.rand(4, 3).to(device), torch.randn(2, 3).to(device), torch.randn(2, 3).to(device)
+    window = sf.DecodeWindow.zeros(2, 4, 3, device=device).tensors() if pooled else (None,) * 4
     args = (state, x, dt, A, B, C, None, None, None, None, *window, False, 3 if pooled else 1, 0.5, "hard", backend)
     torch.library.opcheck(torch.ops.scanforge.selective_state_update.default, args,
                           test_utils=("test_schema", "test_faketensor"))

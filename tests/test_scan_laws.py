@@ -2,17 +2,17 @@
 implements the variants a law needs; the conformance suite runs the same entries."""
 
 import pytest
-from helpers import DEVICE, kernel_backends
+from helpers import backends_for, device_of
 
 from scanforge.testing.laws import LAWS, Runner
 
-BACKENDS = kernel_backends()
+BACKENDS = backends_for()
 
 
 @pytest.mark.parametrize("law", list(LAWS), ids=lambda name: name.replace(" ", "-"))
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_law_holds(backend, law):
-    runner = Runner(backend, device=DEVICE)
+    runner = Runner(backend, device=device_of(backend))
     reason = LAWS[law].unsupported(runner)
     if reason:
         pytest.skip(f"{backend}: {reason}")

@@ -3,6 +3,10 @@ computed by the reference, with configs that are deliberately wrong, raise, hang
 
 Tests put it in the registry with monkeypatch; child processes get it through
 ``SCANFORGE_PLUGINS=toy_plugin`` (see toy_plugin.py).
+
+``TOY_HANG_AT=n`` with ``TOY_MARKER=path``: the first call with the (n+1)-th distinct config this process sees
+writes ``path`` and hangs, unless ``path`` already exists. A test waits for the file (an event, not a clock),
+kills the process in the middle of that trial, and knows exactly n configs were measured before.
 """
 
 from __future__ import annotations
@@ -33,7 +37,21 @@ class ToyBackend(Backend):
             return "causal scans only"
         return None
 
+    def __init__(self):
+        self._seen: set[tuple] = set()
+
+    def _hang_on_cue(self, config) -> None:
+        key = tuple(sorted((config or {}).items()))
+        if key in self._seen or "TOY_HANG_AT" not in os.environ:
+            return
+        marker = Path(os.environ["TOY_MARKER"])
+        if len(self._seen) == int(os.environ["TOY_HANG_AT"]) and not marker.exists():
+            marker.write_text(str(dict(key)))
+            time.sleep(3600)
+        self._seen.add(key)
+
     def _misbehave(self, config):
+        self._hang_on_cue(config)
         mode = (config or {}).get("MODE", "right")
         if mode == "raise":
             raise RuntimeError("toy kernel failed to compile: out of shared memory")

@@ -47,10 +47,19 @@ def poison_outputs() -> bool:
     return os.environ.get("SCANFORGE_POISON", "0") == "1"
 
 
-def new_output(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """An output buffer the kernel fully overwrites: NaN-filled under SCANFORGE_POISON=1."""
+def poison_value(dtype: torch.dtype) -> float | int:
+    """What :func:`new_output` fills a poisoned buffer with: NaN for floating dtypes, the most negative
+    value for integer ones (never an index, a count or the -1 of a dropped token)."""
+    return math.nan if dtype.is_floating_point else torch.iinfo(dtype).min
+
+
+def new_output(shape, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
+    """An output buffer the kernel fully overwrites, for every backend (a NumPy kernel takes its
+    ``.numpy()`` view). Under ``SCANFORGE_POISON=1`` it is filled with :func:`poison_value`, so an
+    element a kernel forgets to write fails the comparison with the reference instead of keeping
+    whatever the allocator's reused memory held (often an earlier, right result)."""
     if poison_outputs():
-        return torch.full(shape, math.nan, dtype=dtype, device=device)
+        return torch.full(shape, poison_value(dtype), dtype=dtype, device=device)
     return torch.empty(shape, dtype=dtype, device=device)
 
 

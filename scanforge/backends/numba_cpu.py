@@ -21,7 +21,7 @@ import torch
 
 from ..kernels import codegen
 from ..kernels.ir import GatherSpec, ScanSpec
-from .base import Backend, ScanInputs
+from .base import Backend, ScanInputs, new_output
 from .configs import config_for, default_config
 
 
@@ -73,6 +73,12 @@ def _tasks(module, inputs: ScanInputs) -> int:
     G = inputs.B.shape[1] if inputs.B.dim() == 4 else 1
     rows = batch if inputs.cu_seqlens is None else inputs.cu_seqlens.numel() - 1
     return rows * G * -(-(dim // G) // module.BLOCK_D)
+
+
+def _out(shape, dtype: torch.dtype = torch.float32) -> np.ndarray:
+    """An output array the kernel fully writes: the backends' one allocation helper (NaN-poisoned under
+    SCANFORGE_POISON=1), seen as NumPy."""
+    return new_output(tuple(shape), dtype).numpy()
 
 
 def _np(t: torch.Tensor | None, shape=(0,)) -> np.ndarray:
@@ -131,8 +137,8 @@ class NumbaCPUBackend(Backend):
     def scan_forward(self, spec, inputs, config=None):
         batch, dim, L = inputs.u.shape
         N = inputs.A.shape[1]
-        y = np.empty((batch, dim, L), dtype=np.float32)
-        h_last = np.empty((batch, dim, N) if spec.return_last_state else (0, 0, 0), dtype=np.float32)
+        y = _out((batch, dim, L))
+        h_last = _out((batch, dim, N) if spec.return_last_state else (0, 0, 0))
         module = _module(spec, _scan_shape(inputs), config)
         _run(module.scan_forward, batch * dim * L * N, _tasks(module, inputs), *_common(inputs), spec.softplus,
              float(inputs.gate_threshold), y, h_last)
@@ -149,8 +155,8 @@ class NumbaCPUBackend(Backend):
         blocks = G * -(-(dim // G) // module.BLOCK_D)  # partials: per block of channels of one group
         f32 = dict(dtype=np.float32)
         seq = (batch, dim, L)
-        out = dict(du=np.empty(seq, **f32), ddelta=np.empty(seq, **f32),
-                   dz=np.empty(seq if spec.has_z else (0, 0, 0), **f32), dA=np.zeros((rows, dim, N), **f32),
+        out = dict(du=_out(seq), ddelta=_out(seq), dz=_out(seq if spec.has_z else (0, 0, 0)),
+                   dA=np.zeros((rows, dim, N), **f32),
                    dB=np.zeros((blocks, batch, G, N, L), **f32), dC=np.zeros((blocks, batch, G, N, L), **f32),
                    dD=np.zeros((rows, dim), **f32), dbias=np.zeros((rows, dim), **f32),
                    dgate=np.zeros((blocks, batch, L), **f32),
@@ -179,7 +185,7 @@ class NumbaCPUBackend(Backend):
                      np.zeros(0, np.float32))
         else:
             empty = tuple(a for a, _ in arrays[1:])
-        out = np.empty((batch, dim), dtype=np.float32)
+        out = _out((batch, dim))
         module.scan_decode(arrays[0][0], _np(x), _np(dt), _np(A), _groups(B), _groups(C), _np(D), _np(z, (0, 0)),
                            _np(dt_bias), _np(gate), spec.softplus, float(gate_threshold), *empty, out)
         for t, (a, copied) in zip(buffers, arrays):
@@ -191,18 +197,18 @@ class NumbaCPUBackend(Backend):
     def gather_forward(self, spec, x, k, scores, config=None):
         batch, T, d = x.shape
         module = _module(spec, (batch, T, d, k), config)
-        out = np.empty((batch, k + (spec.summary.value != "none"), d), dtype=np.float32)
-        idx = np.empty((batch, k), dtype=np.int64)
-        slot = np.empty((batch, T), dtype=np.int32)
+        out = _out((batch, k + (spec.summary.value != "none"), d))
+        idx = _out((batch, k), torch.int64)
+        slot = _out((batch, T), torch.int32)
         _run(module.gather_forward, batch * T * d, batch, _np(x), _np(scores, (0, 0)), k, out, idx, slot)
         return torch.from_numpy(out).to(x.dtype), torch.from_numpy(idx), torch.from_numpy(slot)
 
     @codegen.rebuilds_damaged_cache
     def gather_backward(self, spec, x, k, scores, slot, gout, config=None):
         module = _module(spec.adjoint(), (*x.shape, k), config)
-        dx = np.empty(tuple(x.shape), dtype=np.float32)
+        dx = _out(x.shape)
         learned = scores is not None and spec.weight.value == "sigmoid"
-        dscores = np.empty(tuple(scores.shape) if learned else (0, 0), dtype=np.float32)
+        dscores = _out(scores.shape if learned else (0, 0))
         _run(module.gather_backward, x.numel(), x.shape[0], _np(x), _np(scores, (0, 0)), k, slot.contiguous().numpy(),
              _np(gout), dx, dscores)
         if scores is None:

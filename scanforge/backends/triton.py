@@ -124,15 +124,21 @@ class TritonBackend(Backend):
     def scan_decode(self, spec, state, x, dt, A, B, C, D, z, dt_bias, gate, gate_threshold, window, config=None):
         module = _module(spec, (*x.shape, 1, A.shape[1]), x.device, config)  # a scan shape of one step
         out = new_output(x.shape, x.dtype, x.device)
-        module.launch_decode(state, x, dt, A, B, C, D, z, dt_bias, gate, gate_threshold, window, out)
+        # The kernel indexes the window's sums as contiguous arrays: a view (e.g. a slice of a larger cache) is
+        # updated through a contiguous copy.
+        packed = None if window is None else tuple(t.contiguous() for t in window)
+        module.launch_decode(state, x, dt, A, B, C, D, z, dt_bias, gate, gate_threshold, packed, out)
+        for target, buffer in zip(window or (), packed or ()):
+            if target is not buffer:
+                target.copy_(buffer)
         return out
 
     def gather_forward(self, spec, x, k, scores, config=None):
         batch, T, d = x.shape
         module = _module(spec, (batch, T, d, k), x.device, config)
         out = new_output((batch, k + (spec.summary.value != "none"), d), x.dtype, x.device)
-        idx = torch.empty((batch, k), dtype=torch.int64, device=x.device)
-        slot = torch.empty((batch, T), dtype=torch.int32, device=x.device)
+        idx = new_output((batch, k), torch.int64, x.device)
+        slot = new_output((batch, T), torch.int32, x.device)
         module.launch_forward(x, k, scores, out, idx, slot)
         return out, idx, slot
 

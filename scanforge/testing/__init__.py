@@ -27,10 +27,14 @@ it, so a failure prints something short that rebuilds the exact tensors::
 Needs the ``hypothesis`` package (``pip install hypothesis``); the assertions alone do not.
 """
 
+from .accuracy import HALF_CAPABLE
 from .assertions import ReferenceMismatch, assert_matches_reference, reference_errors, tolerance
 from .examples import (
+    DIRECTIONS,
     EDGE_LENGTHS,
+    POOLED_FAMILIES,
     SCAN_FAMILIES,
+    DecodeExample,
     DecodeInputs,
     GatherExample,
     GatherInputs,
@@ -38,11 +42,21 @@ from .examples import (
     random_decode_inputs,
     spec_source,
 )
-from .strategies import gather_examples, gather_inputs, gather_specs, scan_examples, scan_inputs, scan_specs
+from .layouts import LAYOUTS, as_layout, clone_layout
+from .strategies import (
+    decode_examples,
+    gather_examples,
+    gather_inputs,
+    gather_specs,
+    scan_examples,
+    scan_inputs,
+    scan_specs,
+)
 
 __all__ = [
-    "EDGE_LENGTHS", "SCAN_FAMILIES", "DecodeInputs", "GatherExample", "GatherInputs", "ReferenceMismatch",
-    "ScanExample",
-    "assert_matches_reference", "gather_examples", "gather_inputs", "gather_specs", "random_decode_inputs",
-    "reference_errors", "scan_examples", "scan_inputs", "scan_specs", "spec_source", "tolerance",
+    "DIRECTIONS", "EDGE_LENGTHS", "HALF_CAPABLE", "LAYOUTS", "POOLED_FAMILIES", "SCAN_FAMILIES", "DecodeExample",
+    "DecodeInputs", "GatherExample", "GatherInputs", "ReferenceMismatch", "ScanExample", "as_layout",
+    "assert_matches_reference", "clone_layout", "decode_examples", "gather_examples", "gather_inputs", "gather_specs",
+    "random_decode_inputs", "reference_errors", "scan_examples", "scan_inputs", "scan_specs", "spec_source",
+    "tolerance",
 ]

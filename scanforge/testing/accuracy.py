@@ -4,6 +4,7 @@ a spec, relative errors against the float64 reference, and the tolerance of each
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +12,7 @@ import torch
 from ..backends.base import SCAN_GRAD_NAMES, Backend, ScanInputs
 from ..kernels.ir import GatherSpec, ScanSpec
 from ..kernels.reference import selective_scan_ref, topk_gather_ref
+from .layouts import as_layout
 
 #: Relative-error bounds ``||out - ref|| / ||ref||`` by input dtype (DESIGN §5).
 FORWARD_TOLERANCE = {"float32": 1e-5, "float16": 1e-2, "bfloat16": 1e-2}
@@ -35,57 +37,63 @@ def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
 EXTREME_DT = (1e-4, 8.0)
 
 
+#: The scan inputs that may be stored in u's dtype instead of float32 beside half-precision u (mamba-ssm's
+#: mixes: A, D, delta_bias in float32 or u's dtype; B, C in u's dtype or float32; gate and initial_state too).
+HALF_CAPABLE = ("A", "B", "C", "D", "delta_bias", "gate", "initial_state")
+#: The mix :func:`random_scan_inputs` draws by default: B in u's dtype, every other parameter float32.
+DEFAULT_HALF = ("B",)
+
+
 def random_scan_inputs(spec: ScanSpec, batch: int, dim: int, L: int, N: int, *, groups: int = 1,
-                       device: str | torch.device = "cpu", seed: int = 0,
-                       transpose: bool = False, extreme_dt: bool = False) -> ScanInputs:
+                       device: str | torch.device = "cpu", seed: int = 0, layout: str = "contiguous",
+                       extreme_dt: bool = False, half: Sequence[str] = DEFAULT_HALF) -> ScanInputs:
     """Fresh random inputs of ``spec`` (never zeros), in the spec's dtype.
 
     dt lands in a realistic range (softplus(delta + bias) about 0.05-1), A is negative, so the
-    state neither explodes nor vanishes over a few hundred steps. ``transpose=True`` gives u,
-    delta, z, B, C non-contiguous strides (allocated with L innermost-but-one and transposed).
+    state neither explodes nor vanishes over a few hundred steps. ``layout`` stores every tensor
+    as :func:`scanforge.testing.layouts.as_layout` says (the values do not depend on it).
     ``extreme_dt=True`` spreads dt log-uniformly over :data:`EXTREME_DT` (tiny steps that barely
     move the state and huge ones that wipe it), the edge of what a trained model produces.
+    ``half`` names the inputs of :data:`HALF_CAPABLE` stored in u's dtype (the others are float32);
+    it only matters for a float16/bfloat16 spec.
     """
+    unknown = set(half) - set(HALF_CAPABLE)
+    if unknown:
+        raise ValueError(f"half: expected names from {HALF_CAPABLE}, got {sorted(unknown)}")
     gen = torch.Generator().manual_seed(seed)
     dtype = _TORCH_DTYPE[spec.dtype]
+    low = lambda name: dtype if name in half else torch.float32  # noqa: E731
 
-    def rand(*shape, scale=1.0, shift=0.0, to=dtype, seq=False):
-        if seq and transpose:  # (..., L) stored with L before the last dim
-            t = torch.randn(*shape[:-2], shape[-1], shape[-2], generator=gen).transpose(-1, -2)
-        else:
-            t = torch.randn(*shape, generator=gen)
-        return (t * scale + shift).to(device=device, dtype=to)
+    def rand(*shape, scale=1.0, shift=0.0, to=dtype):
+        return (torch.randn(*shape, generator=gen) * scale + shift).to(device=device, dtype=to)
 
     bc_shape = (batch, groups, N, L) if spec.grouped else (batch, N, L)
     if spec.softplus:
-        delta = rand(batch, dim, L, scale=0.5, shift=-1.0, seq=True)
+        delta = rand(batch, dim, L, scale=0.5, shift=-1.0)
     else:
         delta = (torch.rand(batch, dim, L, generator=gen) * 0.3 + 0.02).to(device=device, dtype=dtype)
-        if transpose:
-            delta = delta.transpose(-1, -2).contiguous().transpose(-1, -2)
     if extreme_dt:  # dt log-uniform; delta is its preimage (inverse softplus), so dt stays positive either way
-        low, high = math.log(EXTREME_DT[0]), math.log(EXTREME_DT[1])
-        dt = torch.exp(torch.rand(batch, dim, L, generator=gen, dtype=torch.float64) * (high - low) + low)
+        low_dt, high_dt = math.log(EXTREME_DT[0]), math.log(EXTREME_DT[1])
+        dt = torch.exp(torch.rand(batch, dim, L, generator=gen, dtype=torch.float64) * (high_dt - low_dt) + low_dt)
         delta = (torch.log(torch.expm1(dt)) if spec.softplus else dt).to(device=device, dtype=dtype)
-        if transpose:
-            delta = delta.transpose(-1, -2).contiguous().transpose(-1, -2)
-    A = -torch.exp(rand(dim, N, scale=0.5, to=torch.float32))
+    A = -torch.exp(rand(dim, N, scale=0.5, to=torch.float32)).to(low("A"))
     # Without softplus, dt = delta + delta_bias must stay positive: a positive bias.
     delta_bias = (rand(dim, scale=0.1, to=torch.float32) if spec.softplus
-                  else (torch.rand(dim, generator=gen) * 0.1).to(device=device))
+                  else (torch.rand(dim, generator=gen) * 0.1).to(device=device)).to(low("delta_bias"))
     gate = None
     if spec.gated:
-        gate = torch.rand(batch, L, generator=gen).to(device=device, dtype=torch.float32)
-    return ScanInputs(
-        u=rand(batch, dim, L, seq=True), delta=delta, A=A,
-        B=rand(*bc_shape, seq=True), C=rand(*bc_shape, seq=True, to=torch.float32),
-        D=rand(dim, to=torch.float32) if spec.has_D else None,
-        z=rand(batch, dim, L, seq=True) if spec.has_z else None,
+        gate = torch.rand(batch, L, generator=gen).to(device=device, dtype=low("gate"))
+    x = ScanInputs(
+        u=rand(batch, dim, L), delta=delta, A=A,
+        B=rand(*bc_shape, to=low("B")), C=rand(*bc_shape, to=low("C")),
+        D=rand(dim, to=low("D")) if spec.has_D else None,
+        z=rand(batch, dim, L) if spec.has_z else None,
         delta_bias=delta_bias if spec.has_delta_bias else None,
         gate=gate,
-        initial_state=rand(batch, dim, N, to=torch.float32, seq=True) if spec.has_initial_state else None,
+        initial_state=rand(batch, dim, N, to=low("initial_state")) if spec.has_initial_state else None,
         gate_threshold=0.5,
     )
+    return x._replace(**{name: as_layout(getattr(x, name), layout) for name in SCAN_GRAD_NAMES})
 
 
 def reference_outputs(spec: ScanSpec, inputs: ScanInputs, dy: torch.Tensor | None = None,
@@ -177,9 +185,10 @@ def failures(errors: dict[str, float], dtype: str) -> list[str]:
 
 
 def random_gather_inputs(spec: GatherSpec, batch: int, T: int, d: int, *, device: str | torch.device = "cpu",
-                         seed: int = 0, ties: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                         seed: int = 0, ties: bool = False,
+                         layout: str = "contiguous") -> tuple[torch.Tensor, torch.Tensor | None]:
     """Fresh random ``(x, scores or None)`` for ``spec``; ``ties=True`` repeats rows and scores so
-    that equal scores must be broken by index."""
+    that equal scores must be broken by index; ``layout`` as in :func:`random_scan_inputs`."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, T, d, generator=gen)
     scores = torch.randn(batch, T, generator=gen) if spec.scores_given else None
@@ -188,7 +197,8 @@ def random_gather_inputs(spec: GatherSpec, batch: int, T: int, d: int, *, device
         x = x[:, pattern]
         scores = None if scores is None else scores[:, pattern]
     dtype = _TORCH_DTYPE[spec.dtype]
-    return x.to(device=device, dtype=dtype), None if scores is None else scores.to(device=device, dtype=dtype)
+    x = as_layout(x.to(device=device, dtype=dtype), layout)
+    return x, as_layout(None if scores is None else scores.to(device=device, dtype=dtype), layout)
 
 
 @dataclass(frozen=True)

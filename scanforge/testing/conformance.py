@@ -23,19 +23,13 @@ import torch
 
 from .. import backends
 from ..kernels.codegen import family
-from ..kernels.ir import DTYPES, GatherSpec, Phase, ScanSpec
-from ..kernels.variants import DECODE_VARIANTS, GATHER_VARIANTS, SCAN_VARIANTS
+from ..kernels.ir import GatherSpec, Phase, ScanSpec
 from . import laws, strategies
 from .assertions import ReferenceMismatch, assert_matches_reference
 from .config_file import family_configs
-from .examples import GatherExample, ScanExample, random_decode_inputs, spec_source
+from .examples import DecodeExample, GatherExample, ScanExample, random_decode_inputs, spec_source
+from .rows import OPS, SIZES, SLOW_BACKENDS
 
-#: Input sizes of the reference rows: scan (batch, dim, L, N), gather (batch, T, d, k), decode (batch, dim, N).
-SIZES = {"quick": dict(scan=(1, 6, 40, 4), gather=(2, 30, 16, 10), decode=(2, 6, 4)),
-         "full": dict(scan=(2, 9, 130, 16), gather=(2, 196, 64, 64), decode=(2, 24, 16))}
-#: Simulators are orders of magnitude slower than kernels: they get the quick sizes.
-SLOW_BACKENDS = ("numba_cuda",)
-OPS = {"selective_scan": SCAN_VARIANTS, "selective_state_update": DECODE_VARIANTS, "topk_gather": GATHER_VARIANTS}
 _ENV = ("SCANFORGE_PLUGINS", "TRITON_INTERPRET", "NUMBA_ENABLE_CUDASIM")
 
 
@@ -98,8 +92,7 @@ def _device(backend: str) -> torch.device:
 
 
 def _spec(case: Case) -> ScanSpec | GatherSpec:
-    base = OPS[case.op][case.name]
-    return dataclasses.replace(base, dtype=case.dtype)
+    return dataclasses.replace(OPS[case.op][case.name].spec, dtype=case.dtype)
 
 
 def selected_backends(names: list[str] | None = None) -> list[str]:
@@ -119,30 +112,33 @@ def plan(backend_names: list[str] | None = None, *, quick: bool = False, deep: b
     law_seeds = (seed,) if not deep else tuple(range(seed, seed + max(1, min(examples, 5))))
     for name in selected_backends(backend_names):
         size = "quick" if quick or name in SLOW_BACKENDS else "full"
-        for op, variants in OPS.items():
-            for variant in variants:
-                cases += [Case(name, "reference", op, variant, dtype, size) for dtype in DTYPES]
+        for op, rows in OPS.items():
+            for variant, row in rows.items():
+                cases += [Case(name, "reference", op, variant, dtype, size) for dtype in row.dtypes]
         cases += [Case(name, "law", law.op, law.name, seeds=law_seeds) for law in laws.LAWS.values()]
         if deep:
             cases += [Case(name, "property", "selective_scan", fam, "any", seeds=(seed,), examples=examples)
                       for fam in ("causal", "reverse", "bidirectional", "strided", "gated-hard", "gated-soft")]
-            cases += [Case(name, "property", "topk_gather", "gather", "any", seeds=(seed,), examples=examples)]
+            cases += [Case(name, "property", "topk_gather", "gather", "any", seeds=(seed,), examples=examples),
+                      Case(name, "property", "selective_state_update", "decode", "any", seeds=(seed,),
+                           examples=examples)]
     return cases
 
 
 def _reference_inputs(case: Case, spec, device):
+    row = OPS[case.op][case.name]
     if case.op == "selective_scan":
         batch, dim, L, N = SIZES[case.size]["scan"]
-        example = ScanExample(spec, batch, dim, L, N, groups=3 if spec.grouped else 1)
-        return example.inputs(device), f"{example.source()}.inputs({str(device)!r})"
-    if case.op == "topk_gather":
+        example = ScanExample(spec, batch, dim, L, N, groups=3 if spec.grouped else 1, layout=row.layout,
+                              half=row.half)
+    elif case.op == "topk_gather":
         batch, T, d, k = SIZES[case.size]["gather"]
-        example = GatherExample(spec, batch, T, d, k)
-        return example.inputs(device), f"{example.source()}.inputs({str(device)!r})"
-    batch, dim, N = SIZES[case.size]["decode"]
-    groups = 3 if spec.grouped else 1
-    args = f"{spec_source(spec)}, {batch}, {dim}, {N}, groups={groups}, device={str(device)!r}"
-    return random_decode_inputs(spec, batch, dim, N, groups=groups, device=device), f"random_decode_inputs({args})"
+        example = GatherExample(spec, batch, T, d, k, layout=row.layout)
+    else:
+        batch, dim, N = SIZES[case.size]["decode"]
+        example = DecodeExample(spec, batch, dim, N, groups=3 if spec.grouped else 1, layout=row.layout,
+                                half=row.half)
+    return example.inputs(device), f"{example.source()}.inputs({str(device)!r})"
 
 
 def snippet(case: Case, body: str, configs: Mapping | None) -> str:
@@ -154,7 +150,7 @@ def snippet(case: Case, body: str, configs: Mapping | None) -> str:
             "from scanforge.kernels.ir import GatherSpec, ScanSpec  # noqa: E402,F401\n"
             "from scanforge.testing.laws import LAWS, Runner  # noqa: E402,F401\n"
             "from scanforge.testing import (  # noqa: E402,F401\n"
-            "    GatherExample, ScanExample, assert_matches_reference, random_decode_inputs)\n\n"
+            "    DecodeExample, GatherExample, ScanExample, assert_matches_reference)\n\n"
             f"configs = {dict(configs) if configs else None!r}\n{body}\n")
 
 
@@ -206,6 +202,12 @@ def _run_property(case: Case, configs) -> Result:
     if case.op == "topk_gather":
         specs = strategies.gather_specs()
         draw_example = strategies.gather_examples
+    elif case.op == "selective_state_update":
+        try:
+            specs = strategies.scan_specs(phase="decode", backend=case.backend, device=device)
+        except ValueError as e:
+            return Result(case, "not implemented", message=str(e))
+        draw_example = strategies.decode_examples
     else:
         try:
             specs = strategies.scan_specs([case.name], backend=case.backend, device=device)

@@ -8,7 +8,17 @@ import torch
 
 from .. import backends
 from ..kernels.ir import DTYPES, GatherSpec, Phase, ScanSpec
-from .examples import EDGE_LENGTHS, SCAN_FAMILIES, GatherExample, ScanExample
+from .accuracy import DEFAULT_HALF, HALF_CAPABLE
+from .examples import (
+    DIRECTIONS,
+    EDGE_LENGTHS,
+    POOLED_FAMILIES,
+    SCAN_FAMILIES,
+    DecodeExample,
+    GatherExample,
+    ScanExample,
+)
+from .layouts import LAYOUTS
 
 
 def _st():
@@ -25,32 +35,50 @@ def _check_names(name: str, given: Sequence[str], known: Sequence[str]) -> None:
         raise ValueError(f"{name}: expected a non-empty list drawn from {list(known)}, got {list(given)!r}")
 
 
+def _scan_bases(families: list[str], directions: list[str], phase: str, backend: str | None,
+                device: str | torch.device) -> list[dict]:
+    """The (family, direction) combinations to draw from: a pooled family in each of ``directions``, the
+    others as they are; with ``backend``, only those it implements on ``device``."""
+    bases = []
+    for f in families:
+        if f in POOLED_FAMILIES:
+            bases += [{**SCAN_FAMILIES[f], "direction": d} for d in directions]
+        elif SCAN_FAMILIES[f].get("direction", "causal") in directions:
+            bases.append(dict(SCAN_FAMILIES[f]))
+    if phase == "decode":
+        bases = [b for b in bases if b.get("direction", "causal") == "causal"]
+    if backend is not None:
+        b, dev = backends.get(backend), torch.device(device)
+        bases = [base for base in bases if b.unsupported_reason(ScanSpec(**base, phase=phase), dev) is None]
+    return bases
+
+
 def scan_specs(families: Sequence[str] | None = None, *, dtypes: Sequence[str] = DTYPES, states: bool = True,
-               grouped: bool = True, optional_terms: bool = True, strides: Sequence[int] = (2, 3, 4, 7),
-               phase: str = "fwd", backend: str | None = None, device: str | torch.device = "cpu"):
+               grouped: bool = True, optional_terms: bool = True, strides: Sequence[int] = tuple(range(2, 10)),
+               directions: Sequence[str] = DIRECTIONS, phase: str = "fwd", backend: str | None = None,
+               device: str | torch.device = "cpu"):
     """Valid :class:`ScanSpec` s of the named ``families`` (:data:`SCAN_FAMILIES`; default all).
 
+    The pooled families (:data:`POOLED_FAMILIES`: strided, gated hard and soft) are drawn in each of
+    ``directions``; ``strides`` are the strides of the "strided" family (default 2 to 9).
     ``states``/``grouped``/``optional_terms`` allow initial/last states, grouped B/C and D, z,
-    delta_bias, softplus; ``strides`` are the strides of the "strided" family. With ``backend``,
-    only families it implements on ``device`` are drawn. ``phase="decode"`` draws decode steps
-    (causal, no states).
+    delta_bias, softplus. With ``backend``, only the (family, direction) pairs it implements on
+    ``device`` are drawn. ``phase="decode"`` draws decode steps (causal, no states).
     """
     st = _st()
     families = list(SCAN_FAMILIES if families is None else families)
     _check_names("families", families, list(SCAN_FAMILIES))
     _check_names("dtypes", list(dtypes), DTYPES)
-    if phase == "decode":
-        families = [f for f in families if SCAN_FAMILIES[f].get("direction") is None]
-    if backend is not None:
-        b, dev = backends.get(backend), torch.device(device)
-        families = [f for f in families
-                    if b.unsupported_reason(ScanSpec(**SCAN_FAMILIES[f], phase=phase), dev) is None]
-        if not families:
-            raise ValueError(f"backend {backend!r} implements none of the requested scan families on {dev}")
+    _check_names("directions", list(directions), DIRECTIONS)
+    bases = _scan_bases(families, list(directions), phase, backend, device)
+    if not bases:
+        where = f"backend {backend!r} implements" if backend is not None else "there are"
+        raise ValueError(f"{where} none of the requested scan families {families} in directions "
+                         f"{list(directions)} (phase {phase})")
 
     @st.composite
     def draw(draw):
-        base = dict(SCAN_FAMILIES[draw(st.sampled_from(families))])
+        base = dict(draw(st.sampled_from(bases)))
         if "stride" in base:
             base["stride"] = draw(st.sampled_from(list(strides)))
         two_states = base.get("direction") == "bidirectional" or phase == "decode"
@@ -63,13 +91,28 @@ def scan_specs(families: Sequence[str] | None = None, *, dtypes: Sequence[str] =
     return draw()
 
 
+def _half_mixes(spec: ScanSpec, mixed_dtypes: bool):
+    """Which inputs are stored in u's dtype: only drawn for a half-precision spec."""
+    st = _st()
+    if not mixed_dtypes or spec.dtype == "float32":
+        return st.just(DEFAULT_HALF)
+    return st.sets(st.sampled_from(HALF_CAPABLE)).map(lambda names: tuple(n for n in HALF_CAPABLE if n in names))
+
+
+def _layouts(layouts: bool):
+    st = _st()
+    return st.sampled_from(LAYOUTS) if layouts else st.just("contiguous")
+
+
 def scan_examples(spec: ScanSpec, *, max_batch: int = 2, max_dim: int = 4, max_L: int = 300,
                   Ns: Sequence[int] = (1, 4, 16), max_groups: int = 3, edge_cases: bool = True,
-                  layouts: bool = True, extreme_dt: bool = True):
+                  layouts: bool = True, extreme_dt: bool = True, mixed_dtypes: bool = True):
     """:class:`ScanExample` s matching ``spec``. ``max_dim`` is per group (dim = groups x 1..max_dim);
     ``edge_cases`` favours L = 1 and lengths either side of chunk sizes (every L up to ``max_L``
-    stays possible); ``layouts`` draws non-contiguous strides; ``extreme_dt`` sometimes spreads
-    dt over :data:`scanforge.testing.accuracy.EXTREME_DT`."""
+    stays possible); ``layouts`` draws memory layouts (transposed, offset and strided views:
+    :data:`scanforge.testing.layouts.LAYOUTS`); ``extreme_dt`` sometimes spreads dt over
+    :data:`scanforge.testing.accuracy.EXTREME_DT`; ``mixed_dtypes`` draws, for a float16/bfloat16
+    spec, which of A, B, C, D, delta_bias, gate and initial_state are in u's dtype rather than float32."""
     st = _st()
     if max_batch < 1 or max_dim < 1 or max_L < 1 or not Ns:
         raise ValueError(f"scan_examples: sizes must be >= 1, got max_batch={max_batch}, max_dim={max_dim}, "
@@ -86,7 +129,27 @@ def scan_examples(spec: ScanSpec, *, max_batch: int = 2, max_dim: int = 4, max_L
         L = 1 if spec.phase is Phase.DECODE else draw(lengths)
         return ScanExample(spec, draw(st.integers(1, max_batch)), g * draw(st.integers(1, max_dim)), L,
                            draw(st.sampled_from(list(Ns))), g, draw(st.integers(0, 2**16)),
-                           layouts and draw(st.booleans()), extreme_dt and draw(st.integers(0, 7)) == 0)
+                           layout=draw(_layouts(layouts)), extreme_dt=extreme_dt and draw(st.integers(0, 7)) == 0,
+                           half=draw(_half_mixes(spec, mixed_dtypes)))
+
+    return draw()
+
+
+def decode_examples(spec: ScanSpec, *, max_batch: int = 3, max_dim: int = 6, Ns: Sequence[int] = (1, 4, 16),
+                    max_groups: int = 3, layouts: bool = True, mixed_dtypes: bool = True):
+    """:class:`DecodeExample` s for a decode ``spec`` (one token; ``layouts`` and ``mixed_dtypes`` as in
+    :func:`scan_examples`)."""
+    st = _st()
+    if spec.phase is not Phase.DECODE:
+        raise ValueError(f"decode_examples: expected a decode spec (phase='decode'), got phase {spec.phase.value!r}")
+    groups = st.sampled_from(list(range(1, max_groups + 1))) if spec.grouped else st.just(1)
+
+    @st.composite
+    def draw(draw):
+        g = draw(groups)
+        return DecodeExample(spec, draw(st.integers(1, max_batch)), g * draw(st.integers(1, max_dim)),
+                             draw(st.sampled_from(list(Ns))), g, draw(st.integers(0, 2**16)),
+                             layout=draw(_layouts(layouts)), half=draw(_half_mixes(spec, mixed_dtypes)))
 
     return draw()
 
@@ -108,9 +171,10 @@ def gather_specs(*, dtypes: Sequence[str] = DTYPES, scores: bool | None = None, 
 
 
 def gather_examples(spec: GatherSpec, *, max_batch: int = 3, max_T: int = 200, max_d: int = 70,
-                    ties: bool | None = None, edge_cases: bool = True):
+                    ties: bool | None = None, edge_cases: bool = True, layouts: bool = True):
     """:class:`GatherExample` s for ``spec``: ``edge_cases`` favours k = 1 and k = T;
-    ``ties`` True/False forces or forbids repeated tokens (default: both)."""
+    ``ties`` True/False forces or forbids repeated tokens (default: both); ``layouts`` draws memory
+    layouts of x and the scores (as :func:`scan_examples`)."""
     st = _st()
     if max_batch < 1 or max_T < 1 or max_d < 1:
         raise ValueError(f"gather_examples: sizes must be >= 1, got max_batch={max_batch}, max_T={max_T}, "
@@ -122,7 +186,7 @@ def gather_examples(spec: GatherSpec, *, max_batch: int = 3, max_T: int = 200, m
         T = draw(st.integers(1, max_T))
         k = draw(st.one_of(st.just(1), st.just(T), st.integers(1, T)) if edge_cases else st.integers(1, T))
         return GatherExample(spec, draw(st.integers(1, max_batch)), T, draw(st.integers(1, max_d)), k, draw(tied),
-                             draw(st.integers(0, 999)))
+                             draw(st.integers(0, 999)), layout=draw(_layouts(layouts)))
 
     return draw()
 

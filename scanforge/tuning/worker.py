@@ -10,7 +10,9 @@ When the run is stopped — Ctrl-C, a signal, a ``stop`` event set by the comman
 the child and the trial raises :class:`~scanforge.tuning.trials.Interrupted` (or the
 ``KeyboardInterrupt`` itself), so that it is recorded as interrupted, not as a failure of its
 config. Several children on one machine split its cores (``threads``): two trial processes that
-each run a parallel kernel on every core time each other's scheduling, not their kernels.
+each run a parallel kernel on every core time each other's scheduling, not their kernels. The child
+says when it is ready (its imports done), and only then does a trial's clock start: a slow start on a
+busy machine is not a timeout.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from .trials import Comparison, Interrupted, Task, TrialResult, TrialRunner
 
 #: How often a waiting parent looks at its stop event.
 POLL_SECONDS = 0.2
+
+#: Seconds a child may take to start (interpreter, torch and the kernel libraries imported) before it counts as dead.
+STARTUP_TIMEOUT = 600.0
 
 
 class StopEvent(threading.Event):
@@ -66,6 +71,7 @@ def _serve(conn, seed: int, threads: int | None = None) -> None:
     if threads:
         _limit_threads(threads)
     runner = TrialRunner(seed=seed)
+    conn.send("ready")
     while True:
         try:
             message = conn.recv()
@@ -101,6 +107,14 @@ class SubprocessRunner:
         self._process = self._context.Process(target=_serve, args=(child, self.seed, self.threads), daemon=True)
         self._process.start()
         child.close()
+        try:
+            ready = self._wait(STARTUP_TIMEOUT) and self._conn.recv() == "ready"
+        except EOFError:
+            ready = False
+        if not ready:
+            code = self._process.exitcode
+            self._kill()
+            raise RuntimeError(f"the trial's process did not start (exit code {code})")
 
     def _kill(self) -> None:
         if self._process is not None:
@@ -127,9 +141,9 @@ class SubprocessRunner:
     def _call(self, method: str, *args, timeout: float):
         if self.stop.is_set():
             raise Interrupted(self.stop_reason)
-        if self._process is None or not self._process.is_alive():
-            self._start()
         try:
+            if self._process is None or not self._process.is_alive():
+                self._start()
             self._conn.send((method, args))
             answered = self._wait(timeout)
         except BaseException:  # Ctrl-C, a stop: the child's trial is abandoned with it

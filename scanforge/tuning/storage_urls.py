@@ -114,10 +114,10 @@ def explain(e: BaseException, url: str) -> str:
     except Exception:  # noqa: BLE001 - an unparsable URL: explained below
         parsed, where, user, db = None, "?", None, None
     low = text.lower()
+    if parsed is not None and (isinstance(root, sqlalchemy.exc.NoSuchModuleError) or "can't load plugin" in low):
+        return f"--storage {shown}: unknown kind of database {parsed.drivername!r}; expected {URL_FORMS}"
     if isinstance(e, sqlalchemy.exc.ArgumentError) or parsed is None:
         return f"--storage {shown!r} is not a storage URL: expected {URL_FORMS}"
-    if isinstance(root, sqlalchemy.exc.NoSuchModuleError) or "can't load plugin" in low:
-        return f"--storage {shown}: unknown kind of database {parsed.drivername!r}; expected {URL_FORMS}"
     if isinstance(root, ImportError) or "failed to import db access module" in low:
         missing = getattr(root, "name", None) or first_line(root)
         return (f"--storage {shown}: its database driver is not installed ({missing}): "

@@ -102,7 +102,7 @@ def _measured(study: optuna.Study, timeout: float | None = None) -> list[optuna.
 
 def _wait_seconds(runner) -> float:
     """How long a worker may wait for another's trial: a trial's timeout, twice, and the heartbeat's grace."""
-    timeouts = [getattr(r, "timeout", 0) for r in getattr(runner, "runners", [runner])]
+    timeouts = [getattr(r, "timeout", None) or 0 for r in getattr(runner, "runners", [runner])]
     return 2 * max(timeouts + [300.0]) + grace_seconds()
 
 

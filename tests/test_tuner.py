@@ -16,9 +16,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-from toy_backend import ToyBackend
+from toy_tuning import registered, timer_by_work
 
-from scanforge import backends
 from scanforge.kernels.ir import ScanSpec
 from scanforge.tuning import cache
 from scanforge.tuning.configs import config_for
@@ -33,18 +32,7 @@ TASK = Task("toy", ScanSpec(has_D=True), (1, 8, 32, 4), "toy")
 
 @pytest.fixture(autouse=True)
 def toy(tmp_path, monkeypatch):
-    monkeypatch.setitem(backends._REGISTRY, "toy", ToyBackend())
-    monkeypatch.setenv("SCANFORGE_CACHE_DIR", str(tmp_path))
-    cache.forget()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    yield
-    cache.forget()
-
-
-def _timer_by_work(fn, config):
-    """A deterministic timer: the toy's WORK is its cost (the kernel still runs, and is checked)."""
-    fn()
-    return config["WORK"] * 1e-3
+    yield from registered(tmp_path, monkeypatch)
 
 
 def _storage(tmp_path, name="s.db"):
@@ -52,7 +40,7 @@ def _storage(tmp_path, name="s.db"):
 
 
 def test_wrong_raising_and_infeasible_configs_are_trials_not_crashes(tmp_path):
-    out = tune(TASK, TrialRunner(timer=_timer_by_work), trials=40, sampler="grid", storage=_storage(tmp_path))
+    out = tune(TASK, TrialRunner(timer=timer_by_work), trials=40, sampler="grid", storage=_storage(tmp_path))
     assert out.trials == 11  # the grid: 3 modes x 4 works, one of them infeasible, then the study stops
     assert (out.complete, out.failed, out.pruned, out.repeated) == (3, 8, 1, 0)
     assert set(out.failures) == {"wrong result: y rel err 1.00e-02 > 1e-05",
@@ -65,7 +53,7 @@ def test_wrong_raising_and_infeasible_configs_are_trials_not_crashes(tmp_path):
 def test_a_fixed_seed_and_timer_give_the_same_trials_and_winner(tmp_path):
     runs = []
     for i in range(2):
-        out = tune(TASK, TrialRunner(timer=_timer_by_work), trials=6, seed=3, storage=_storage(tmp_path, f"{i}.db"),
+        out = tune(TASK, TrialRunner(timer=timer_by_work), trials=6, seed=3, storage=_storage(tmp_path, f"{i}.db"),
                    write_cache=False)
         study = optuna.load_study(study_name=out.study_name, storage=_storage(tmp_path, f"{i}.db"))
         runs.append(([t.params for t in study.trials], out.config))
@@ -200,7 +188,7 @@ def test_the_local_sampler_walks_from_the_default_to_the_best_neighbour(tmp_path
     """Default (right, 3) -> its neighbours (wrong, 3), (right, 2) -> those of (right, 2): the optimum
     (right, 1) within 5 configs, each suggestion a measurement ((right, 4) breaks the constraint and is never
     suggested)."""
-    out = tune(TASK, TrialRunner(timer=_timer_by_work), trials=5, sampler="local", storage=_storage(tmp_path),
+    out = tune(TASK, TrialRunner(timer=timer_by_work), trials=5, sampler="local", storage=_storage(tmp_path),
                write_cache=False)
     study = optuna.load_study(study_name=out.study_name, storage=_storage(tmp_path))
     tried = [t.params for t in study.trials]

@@ -16,9 +16,8 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from toy_backend import ToyBackend
+from toy_tuning import registered, timer_by_work
 
-from scanforge import backends
 from scanforge.cli import main
 from scanforge.kernels.ir import ScanSpec
 from scanforge.tuning import cache
@@ -34,17 +33,7 @@ DEFAULT = {"MODE": "right", "WORK": 3}
 
 @pytest.fixture(autouse=True)
 def toy(tmp_path, monkeypatch):
-    monkeypatch.setitem(backends._REGISTRY, "toy", ToyBackend())
-    monkeypatch.setenv("SCANFORGE_CACHE_DIR", str(tmp_path))
-    cache.forget()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    yield
-    cache.forget()
-
-
-def _timer_by_work(fn, config):
-    fn()
-    return config["WORK"] * 1e-3
+    yield from registered(tmp_path, monkeypatch)
 
 
 def _storage(tmp_path):
@@ -59,7 +48,7 @@ class StoppedAt(TrialRunner):
     """A runner whose n-th trial is stopped from outside (raises ``error``), like Ctrl-C during a trial."""
 
     def __init__(self, n: int, error: BaseException, timeout: float | None = None):
-        super().__init__(timer=_timer_by_work)
+        super().__init__(timer=timer_by_work)
         self.n, self.error, self.calls, self.timeout = n, error, 0, timeout
 
     def run(self, task, config):
@@ -88,32 +77,31 @@ def test_an_interrupted_trial_is_recorded_and_measured_again_without_using_a_tri
     assert runner.calls == 3
 
 
-def test_a_trial_failed_by_the_heartbeat_after_its_tuner_was_killed_is_measured_again(tmp_path):
-    """A killed tuner leaves its trial RUNNING; Optuna's heartbeat later fails it without a reason."""
+def _study_with_default_and(tmp_path, failed: dict, **attrs) -> None:
+    """A study in which the default was measured (3 ms) and ``failed`` ended as FAIL with user attributes ``attrs``."""
     study = optuna.create_study(study_name=study_name(TASK), storage=_storage(tmp_path))
-    lost = {"MODE": "right", "WORK": 2}
     distributions = {"MODE": optuna.distributions.CategoricalDistribution(["right", "wrong", "raise"]),
                      "WORK": optuna.distributions.CategoricalDistribution([1, 2, 3, 4])}
     study.add_trial(optuna.trial.create_trial(params=DEFAULT, distributions=distributions, value=3e-3,
                                               user_attrs={"config": DEFAULT}))
-    study.add_trial(optuna.trial.create_trial(params=lost, distributions=distributions,
-                                              state=optuna.trial.TrialState.FAIL, user_attrs={"config": lost}))
-    out = tune(TASK, TrialRunner(timer=_timer_by_work), trials=3, storage=_storage(tmp_path), write_cache=False)
+    study.add_trial(optuna.trial.create_trial(params=failed, distributions=distributions,
+                                              state=optuna.trial.TrialState.FAIL,
+                                              user_attrs={"config": failed, **attrs}))
+
+
+def test_a_trial_failed_by_the_heartbeat_after_its_tuner_was_killed_is_measured_again(tmp_path):
+    """A killed tuner leaves its trial RUNNING; Optuna's heartbeat later fails it without a reason."""
+    lost = {"MODE": "right", "WORK": 2}
+    _study_with_default_and(tmp_path, lost)
+    out = tune(TASK, TrialRunner(timer=timer_by_work), trials=3, storage=_storage(tmp_path), write_cache=False)
     trials = _study(tmp_path).trials
     assert trials[2].params == lost and trials[2].state == optuna.trial.TrialState.COMPLETE
     assert (out.trials, out.interrupted, out.remeasured) == (3, 1, 1)
 
 
 def test_a_timeout_under_a_shorter_limit_is_measured_again(tmp_path):
-    study = optuna.create_study(study_name=study_name(TASK), storage=_storage(tmp_path))
     slow = {"MODE": "right", "WORK": 2}
-    distributions = {"MODE": optuna.distributions.CategoricalDistribution(["right", "wrong", "raise"]),
-                     "WORK": optuna.distributions.CategoricalDistribution([1, 2, 3, 4])}
-    study.add_trial(optuna.trial.create_trial(params=DEFAULT, distributions=distributions, value=3e-3,
-                                              user_attrs={"config": DEFAULT}))
-    study.add_trial(optuna.trial.create_trial(
-        params=slow, distributions=distributions, state=optuna.trial.TrialState.FAIL,
-        user_attrs={"config": slow, "reason": "timed out after 1 s", "timed_out_after": 1.0}))
+    _study_with_default_and(tmp_path, slow, reason="timed out after 1 s", timed_out_after=1.0)
     same = StoppedAt(0, KeyboardInterrupt(), timeout=1.0)  # the same limit: the timeout stands, it counts
     out = tune(TASK, same, trials=2, storage=_storage(tmp_path), write_cache=False)
     assert (out.trials, out.failed, same.calls) == (2, 1, 0)
@@ -166,7 +154,7 @@ def test_trial_processes_split_the_machine_cores(monkeypatch):
     assert threads_per_worker(machine_cores() * 4) == 1
     threads = torch.get_num_threads()
     monkeypatch.setenv("NUMBA_NUM_THREADS", "8")
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "")  # unset to _limit_threads; restored after the test
     try:
         _limit_threads(1)  # what a trial process does before any kernel library starts its threads
         assert os.environ["NUMBA_NUM_THREADS"] == "1" and os.environ["OMP_NUM_THREADS"] == "1"

@@ -77,3 +77,4 @@ class ToyBackend(Backend):
 
     def gather_backward(self, spec, x, k, scores, slot, gout, config=None):
         raise NotImplementedError
+

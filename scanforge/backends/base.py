@@ -64,8 +64,17 @@ def new_output(shape, dtype: torch.dtype, device: torch.device | str = "cpu") ->
 
 
 @cache
+def machine_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def cpu_name() -> str:
-    """The CPU model (``model name`` of /proc/cpuinfo on Linux), with the core count."""
+    """The CPU model (``model name`` of /proc/cpuinfo on Linux), with the cores this process may use (not
+    torch's thread setting: a trial process that runs on fewer threads is still on the same machine)."""
     name = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -75,7 +84,7 @@ def cpu_name() -> str:
                     break
     except OSError:
         pass
-    return f"{name} x{torch.get_num_threads()} threads"
+    return f"{name} x{machine_cores()} threads"
 
 
 @cache

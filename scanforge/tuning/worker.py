@@ -26,6 +26,7 @@ import time
 
 import torch
 
+from ..backends.base import machine_cores
 from .trials import Comparison, Interrupted, Task, TrialResult, TrialRunner
 
 #: How often a waiting parent looks at its stop event.
@@ -43,14 +44,6 @@ class StopEvent(threading.Event):
     def stop(self, reason: str) -> None:
         self.reason = reason
         self.set()
-
-
-def machine_cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def threads_per_worker(workers: int) -> int | None:

@@ -308,7 +308,8 @@ def test_bad_storage_urls_are_one_clear_line_and_exit_2(pg, tmp_path):
         out, err = proc.communicate(timeout=HANG_GUARD)
         lines = [line for line in err.splitlines() if line.strip()]
         assert proc.returncode == 2, (name, out, err)
-        assert len(lines) == 1 and lines[0].startswith("error: ") and cases[name][1] in lines[0], (name, err)
+        assert len(lines) == 1 and lines[0].startswith("scanforge tune: error: "), (name, err)
+        assert cases[name][1] in lines[0], (name, err)
         assert "Traceback" not in err + out and "sqlalchemy" not in err.lower() and "fleet-secret" not in err + out
 
 

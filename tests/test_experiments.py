@@ -17,7 +17,7 @@ PLOTS = {
     "ms-mamba": ["accuracy_curves.png", "accuracy_vs_length.png"],
     "ac-mamba": ["pareto.png", "accuracy_vs_lambda.png", "accuracy_curves.png"],
     "bimamba": ["accuracy_curves.png"],
-    "svtr": ["cosine_vs_k.png", "latency.png"],
+    "svtr": ["cosine_vs_k.png", "latency.png", "probe_vs_k.png"],
     "saliency-pruning": ["accuracy_vs_keep_ratio.png"],
     "dd-vit": ["accuracy_vs_flops.png"],
     "tiny-vlm": ["accuracy_curves.png", "accuracy_vs_tokens.png"],

@@ -58,7 +58,7 @@ def _prune(model: TinyVLM, keep: float, method: str, backend: str | None) -> Non
 
 def run(ctx: Context) -> dict:
     cfg = QUICK if ctx.quick else Config()
-    report = Report(ctx, cfg, keys=("keep", "method"), fixed=("chance", "majority_answer"))
+    report = Report(ctx, cfg, keys=("keep", "method"), fixed=("majority_answer", "mflops_per_example", "flops_vs_full"))
     vocab = Vocab(cfg.grid, cfg.max_objects)
     report.note(f"data: scanforge.data.synthetic_vqa with a {cfg.grid}x{cfg.grid} board, 1-{cfg.max_objects} "
                 "coloured squares on a noisy background; questions 'colour of cell (r, c)?' (or 'none') and 'how "

@@ -37,7 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", choices=[*EXPERIMENTS, "all"], metavar="NAME",
                         help=f"experiment to run, or 'all': {names}")
     parser.add_argument("--quick", action="store_true", help="tiny configuration (CI smoke test, not a score)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for data, initialisation and sampling (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="first seed for data, initialisation and sampling "
+                        "(default 0)")
+    parser.add_argument("--seeds", type=int, default=None, metavar="N",
+                        help="run seeds seed .. seed+N-1 and report mean +- sd (default 3; 1 with --quick)")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="output folder (default results/<name>; with 'all', DIR/<name>)")
     parser.add_argument("--device", default="auto", help="'auto' (CUDA if present), 'cpu', 'cuda' or 'cuda:N'")
@@ -62,17 +65,21 @@ def _device(text: str) -> torch.device:
 
 
 def run_one(name: str, *, quick: bool = False, seed: int = 0, out: str | Path | None = None, device: str = "auto",
-            backend: str | None = None, preset: str | None = None) -> dict:
-    """Run one experiment and return its results (also written under ``out``)."""
+            backend: str | None = None, preset: str | None = None, seeds: int | None = None) -> dict:
+    """Run one experiment over ``seeds`` seeds (default 3, 1 when quick) and return its results (also written
+    under ``out``)."""
     if name not in EXPERIMENTS:
         raise ValueError(f"name: expected one of {', '.join(EXPERIMENTS)}, got {name!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"--seed: expected an int >= 0, got {seed!r}")
+    seeds = (1 if quick else 3) if seeds is None else seeds
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"--seeds: expected an int >= 1, got {seeds!r}")
     module = importlib.import_module(f".{EXPERIMENTS[name][0]}", __name__)
-    flags = " --quick" * quick + f" --seed {seed}" + (f" --device {device}" if device != "auto" else "")
+    flags = " --quick" * quick + f" --seed {seed} --seeds {seeds}" + (f" --device {device}" if device != "auto" else "")
     flags += (f" --backend {backend}" if backend else "") + (f" --preset {preset}" if preset else "")
     ctx = Context(name, quick, seed, Path(out) if out is not None else Path("results") / name, _device(device),
-                  backend, command=f"scanforge experiment {name}{flags}")
+                  backend, command=f"scanforge experiment {name}{flags}", seeds=tuple(range(seed, seed + seeds)))
     seed_everything(seed)
     kwargs = {"preset": preset} if preset is not None else {}
     if preset is not None and name != "dd-vit":
@@ -89,5 +96,5 @@ def run(args: argparse.Namespace) -> int:
             out = Path(out) / name
         preset = getattr(args, "preset", None)
         run_one(name, quick=args.quick, seed=args.seed, out=out, device=args.device, backend=args.backend,
-                preset=preset if name == "dd-vit" or args.name != "all" else None)
+                preset=preset if name == "dd-vit" or args.name != "all" else None, seeds=getattr(args, "seeds", None))
     return 0

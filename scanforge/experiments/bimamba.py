@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import scanforge.nn as snn
 
-from .common import Context, Report, batched, parameters, train
+from .common import Context, Report, batched, curve_band, parameters, train
 from .sequences import SequenceNet, causal_window_ceiling, window_majority
 
 
@@ -38,50 +38,51 @@ def _accuracy(logits, y) -> float:
 
 def run(ctx: Context) -> dict:
     cfg = QUICK if ctx.quick else Config()
-    report = Report(ctx, cfg)
+    report = Report(ctx, cfg, keys=("model",), fixed=("chance", "causal_ceiling"))
     ceiling = causal_window_ceiling(cfg.w)
     report.note(f"task: random +-1 bits, L={cfg.L}; label of position t = majority of bits t-{cfg.w}..t+{cfg.w} "
                 f"({cfg.w} of them in the future); chance 0.5; a causal model sees {cfg.w + 1} of the {2 * cfg.w + 1} "
                 f"bits, so its best possible accuracy is {ceiling:.4f}; data generated")
-    g = torch.Generator().manual_seed(ctx.seed * 1000 + 3)
-    x_train, y_train = window_majority(cfg.n_train, cfg.L, cfg.w, g)
-    x_eval, y_eval = window_majority(cfg.n_eval, cfg.L, cfg.w, g)
-    x_eval, y_eval = x_eval.to(ctx.device), y_eval.to(ctx.device)
-    steps_per_epoch = len(batched(cfg.n_train, cfg.batch))
-    curves = {}
-    for kind in ("causal", "bidirectional"):
-        torch.manual_seed(ctx.seed)
-        if kind == "causal":
-            block = lambda: snn.Mamba(cfg.d_model, d_state=cfg.d_state, backend=ctx.backend)  # noqa: E731
-        else:
-            block = lambda: snn.BiMamba(cfg.d_model, d_state=cfg.d_state, backend=ctx.backend)  # noqa: E731
-        model = SequenceNet(1, 2, cfg.d_model, cfg.n_layer, block, readout="all").to(ctx.device)
-        order_g = torch.Generator().manual_seed(ctx.seed)
+    curves: dict[str, dict[int, list]] = {}
+    for seed in ctx.seeds:
+        g = torch.Generator().manual_seed(seed * 1000 + 3)
+        x_train, y_train = window_majority(cfg.n_train, cfg.L, cfg.w, g)
+        x_eval, y_eval = window_majority(cfg.n_eval, cfg.L, cfg.w, g)
+        x_eval, y_eval = x_eval.to(ctx.device), y_eval.to(ctx.device)
+        steps_per_epoch = len(batched(cfg.n_train, cfg.batch))
+        for kind in ("causal", "bidirectional"):
+            torch.manual_seed(seed)
+            if kind == "causal":
+                block = lambda: snn.Mamba(cfg.d_model, d_state=cfg.d_state, backend=ctx.backend)  # noqa: E731
+            else:
+                block = lambda: snn.BiMamba(cfg.d_model, d_state=cfg.d_state, backend=ctx.backend)  # noqa: E731
+            model = SequenceNet(1, 2, cfg.d_model, cfg.n_layer, block, readout="all").to(ctx.device)
+            order_g = torch.Generator().manual_seed(seed)
 
-        def batches():
-            while True:
-                perm = torch.randperm(cfg.n_train, generator=order_g)  # noqa: B023
-                for s in batched(cfg.n_train, cfg.batch):
-                    i = perm[s]
-                    yield x_train[i].to(ctx.device), y_train[i].to(ctx.device)
+            def batches():
+                while True:
+                    perm = torch.randperm(cfg.n_train, generator=order_g)  # noqa: B023
+                    for s in batched(cfg.n_train, cfg.batch):
+                        i = perm[s]
+                        yield x_train[i].to(ctx.device), y_train[i].to(ctx.device)  # noqa: B023
 
-        def loss_fn(x, y):
-            return F.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)  # noqa: B023
+            def loss_fn(x, y):
+                return F.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)  # noqa: B023
 
-        def evaluate():
-            return _accuracy(model(x_eval), y_eval)  # noqa: B023
+            def evaluate():
+                return _accuracy(model(x_eval), y_eval)  # noqa: B023
 
-        curve = train(model, batches(), loss_fn, lr=cfg.lr, steps=cfg.epochs * steps_per_epoch, label=kind,
-                      evaluate=evaluate, eval_every=steps_per_epoch)
-        curves[kind] = [(step / steps_per_epoch, acc) for step, acc in curve]
-        report.row(model=kind, params=parameters(model), epochs=cfg.epochs, accuracy=curve[-1][1],
-                   **{f"epoch_{i + 1}": acc for i, (_, acc) in enumerate(curve[: cfg.epochs])},
-                   chance=0.5, causal_ceiling=ceiling)
+            curve = train(model, batches(), loss_fn, lr=cfg.lr, steps=cfg.epochs * steps_per_epoch,
+                          label=f"{kind} seed={seed}", evaluate=evaluate, eval_every=steps_per_epoch)
+            curves.setdefault(kind, {})[seed] = [(step / steps_per_epoch, acc) for step, acc in curve]
+            report.row(model=kind, seed=seed, params=parameters(model), epochs=cfg.epochs, accuracy=curve[-1][1],
+                       **{f"epoch_{i + 1}": acc for i, (_, acc) in enumerate(curve[: cfg.epochs])},
+                       chance=0.5, causal_ceiling=ceiling)
     report.extra["curves"] = curves
 
     def draw(ax):
-        for kind, curve in curves.items():
-            ax.plot(*zip(*curve), marker="o", label=kind)
+        for kind, per_seed in curves.items():
+            curve_band(ax, list(per_seed.values()), marker="o", label=kind)
         ax.axhline(ceiling, color="C0", linestyle=":", label="best possible for a causal model")
         ax.axhline(0.5, color="gray", linewidth=0.8, label="chance")
 

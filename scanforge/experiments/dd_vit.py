@@ -61,62 +61,69 @@ def run(ctx: Context, preset: str | None = None) -> dict:
             raise ValueError(f"--preset: expected one of {', '.join(PRESETS)} or 'all', got {preset!r}")
         cfg = replace(cfg, presets=tuple(PRESETS) if preset == "all" else (preset,))
     sizes = QUICK_PRESETS if ctx.quick else PRESETS
-    report = Report(ctx, {"config": cfg, "presets": {p: sizes[p] for p in cfg.presets}})
+    report = Report(ctx, {"config": cfg, "presets": {p: sizes[p] for p in cfg.presets}}, keys=("preset", "model"))
     report.note("data: scikit-learn's bundled 8x8 digits (1797 images, standing in for MNIST), "
                 f"{1 - cfg.test_share:.0%}/{cfg.test_share:.0%} train/test split by seed; nothing downloaded")
     report.note(f"DD-ViT: blocks after the first quarter keep {cfg.keep:.0%} of the tokens (L2 norm), exit heads on "
                 f"every block, exit when max softmax >= {cfg.exit_threshold}; evaluated one image at a time so each "
                 "image takes its own exit; FLOPs counted analytically (scanforge.nn.flops)")
-    x_tr, y_tr, x_te, y_te = load_digits(ctx.seed, cfg.test_share, cfg.limit)
-    steps = cfg.epochs * len(batched(len(y_tr), cfg.batch))
-    points = []
-    for name in cfg.presets:
-        dim, depth = sizes[name]
-        for kind in ("vit", "dd-vit"):
-            torch.manual_seed(ctx.seed)
-            common = dict(image_size=8, patch_size=cfg.patch_size, in_chans=1, num_classes=10, dim=dim, depth=depth,
-                          heads=cfg.heads)
-            if kind == "vit":
-                model = ViT(**common)
-            else:
-                model = DynamicDepthViT(**common, keep_ratios=_keep_ratios(depth, cfg.keep),
-                                        exit_threshold=cfg.exit_threshold, backend=ctx.backend)
-            model = model.to(ctx.device)
-            order_g = torch.Generator().manual_seed(ctx.seed)
+    for seed in ctx.seeds:
+        x_tr, y_tr, x_te, y_te = load_digits(seed, cfg.test_share, cfg.limit)
+        steps = cfg.epochs * len(batched(len(y_tr), cfg.batch))
+        for name in cfg.presets:
+            dim, depth = sizes[name]
+            for kind in ("vit", "dd-vit"):
+                torch.manual_seed(seed)
+                common = dict(image_size=8, patch_size=cfg.patch_size, in_chans=1, num_classes=10, dim=dim, depth=depth,
+                              heads=cfg.heads)
+                if kind == "vit":
+                    model = ViT(**common)
+                else:
+                    model = DynamicDepthViT(**common, keep_ratios=_keep_ratios(depth, cfg.keep),
+                                            exit_threshold=cfg.exit_threshold, backend=ctx.backend)
+                model = model.to(ctx.device)
+                order_g = torch.Generator().manual_seed(seed)
 
-            def batches():
-                while True:
-                    perm = torch.randperm(len(y_tr), generator=order_g)  # noqa: B023
-                    for s in batched(len(y_tr), cfg.batch):
-                        yield x_tr[perm[s]].to(ctx.device), y_tr[perm[s]].to(ctx.device)  # noqa: B023
+                def batches():
+                    while True:
+                        perm = torch.randperm(len(y_tr), generator=order_g)  # noqa: B023
+                        for s in batched(len(y_tr), cfg.batch):  # noqa: B023
+                            yield x_tr[perm[s]].to(ctx.device), y_tr[perm[s]].to(ctx.device)  # noqa: B023
 
-            def loss_fn(x, y):
-                outs = model.forward_exits(x)  # noqa: B023
-                return sum(F.cross_entropy(o, y) for o in outs) / len(outs)
+                def loss_fn(x, y):
+                    outs = model.forward_exits(x)  # noqa: B023
+                    return sum(F.cross_entropy(o, y) for o in outs) / len(outs)
 
-            train(model, batches(), loss_fn, lr=cfg.lr, steps=steps, label=f"{kind} {name} (dim {dim}, depth {depth})")
-            model.eval()
-            hits, flops, depths = 0, [], []
-            with torch.no_grad():
-                for i in range(len(y_te)):
-                    img = x_te[i:i + 1].to(ctx.device)
-                    hits += int(model(img).argmax(-1).item() == y_te[i].item())
-                    depths.append(model.last_depth)
-                    flops.append(model.flops(img))
-            points.append((name, kind, sum(flops) / len(flops), hits / len(y_te)))
-            report.row(preset=name, model=kind, dim=dim, depth=depth, params=parameters(model), epochs=cfg.epochs,
-                       test_accuracy=hits / len(y_te), mflops_per_image=sum(flops) / len(flops) / 1e6,
-                       mean_depth=sum(depths) / len(depths))
+                train(model, batches(), loss_fn, lr=cfg.lr, steps=steps,
+                      label=f"{kind} {name} (dim {dim}, depth {depth}) seed={seed}")
+                model.eval()
+                hits, flops, depths = 0, [], []
+                with torch.no_grad():
+                    for i in range(len(y_te)):
+                        img = x_te[i:i + 1].to(ctx.device)
+                        hits += int(model(img).argmax(-1).item() == y_te[i].item())
+                        depths.append(model.last_depth)
+                        flops.append(model.flops(img))
+                report.row(preset=name, model=kind, seed=seed, dim=dim, depth=depth, params=parameters(model),
+                           epochs=cfg.epochs,
+                           test_accuracy=hits / len(y_te), mflops_per_image=sum(flops) / len(flops) / 1e6,
+                           mean_depth=sum(depths) / len(depths))
     for r in report.rows:
-        base = next(b for b in report.rows if b["preset"] == r["preset"] and b["model"] == "vit")
+        base = next(b for b in report.rows if b["preset"] == r["preset"] and b["model"] == "vit"
+                    and b["seed"] == r["seed"])
         r["flops_vs_vit"] = r["mflops_per_image"] / base["mflops_per_image"]
+
+    rows = report.summary()
 
     def draw(ax):
         for kind, marker in (("vit", "s"), ("dd-vit", "o")):
-            pts = [(f, a) for _, k, f, a in points if k == kind]
-            ax.scatter([f / 1e6 for f, _ in pts], [a for _, a in pts], marker=marker, s=45, label=kind)
-        for name, _kind, f, a in points:
-            ax.annotate(name, (f / 1e6, a), fontsize=8, xytext=(4, 4), textcoords="offset points")
+            sub = [r for r in rows if r["model"] == kind]
+            ax.errorbar([r["mflops_per_image"] for r in sub], [r["test_accuracy"] for r in sub],
+                        xerr=[r.get("mflops_per_image_sd", 0.0) for r in sub],
+                        yerr=[r.get("test_accuracy_sd", 0.0) for r in sub], fmt=marker, capsize=3, label=kind)
+            for r in sub:
+                ax.annotate(r["preset"], (r["mflops_per_image"], r["test_accuracy"]), fontsize=8, xytext=(4, 4),
+                            textcoords="offset points")
 
     report.plot("accuracy_vs_flops.png", draw, title="digits: test accuracy vs FLOPs per image", xlabel="MFLOPs/image",
                 ylabel="test accuracy")

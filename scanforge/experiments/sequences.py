@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from scanforge.nn import Backbone
 
-__all__ = ["SequenceNet", "marked_majority", "bursts", "window_majority", "causal_window_ceiling"]
+__all__ = ["SequenceNet", "key_recall", "marked_majority", "bursts", "window_majority", "causal_window_ceiling"]
 
 
 class SequenceNet(nn.Module):
@@ -39,6 +39,26 @@ class SequenceNet(nn.Module):
 
     def compute_penalty(self) -> Tensor:
         return self.backbone.compute_penalty()
+
+
+def key_recall(n: int, L: int, key_len: int, classes: int, g: torch.Generator,
+               distract: float = 0.0) -> tuple[Tensor, Tensor]:
+    """Rule: the first ``key_len`` steps repeat one key, a class in ``0 .. classes-1`` (its one-hot plus a flag
+    channel set to 1); the ``L - key_len`` steps after it are blank (zeros) or, with probability ``distract`` per
+    step, a random class's one-hot without the flag. The label is the key, read at the last step, so the model
+    must hold what it saw at the start across ``L - key_len`` steps. Tokens are ``(classes + 1)``-wide; chance
+    ``1 / classes``."""
+    if not 0 < key_len < L:
+        raise ValueError(f"key_len: expected 0 < key_len < L={L}, got {key_len}")
+    y = torch.randint(0, classes, (n,), generator=g)
+    x = torch.zeros(n, L, classes + 1)
+    if distract > 0:
+        on = torch.rand(n, L, generator=g) < distract
+        x[..., :classes] = F.one_hot(torch.randint(0, classes, (n, L), generator=g), classes).float() * on[..., None]
+    x[:, :key_len] = 0.0
+    x[:, :key_len, :classes] = F.one_hot(y, classes).float()[:, None]
+    x[:, :key_len, classes] = 1.0
+    return x, y
 
 
 def marked_majority(n: int, L: int, marks: int, g: torch.Generator) -> tuple[Tensor, Tensor]:

@@ -21,7 +21,7 @@ __all__ = ["EXPERIMENTS", "add_arguments", "run", "run_one"]
 
 # name -> (module, one-line description)
 EXPERIMENTS: dict[str, tuple[str, str]] = {
-    "ms-mamba": ("ms_mamba", "Mamba vs MS-Mamba (k=8) on marked-bit majority, L in {128, 256, 512}"),
+    "ms-mamba": ("ms_mamba", "Mamba vs MS-Mamba (k=4, 8, 16) vs AC-Mamba on key recall, L in {128, ..., 1024}"),
     "ac-mamba": ("ac_mamba", "AC-Mamba vs MS-Mamba vs Mamba on bursty sequences; accuracy vs compute penalty"),
     "bimamba": ("bimamba", "causal vs bidirectional Mamba on a centred-window majority (the future matters)"),
     "svtr": ("svtr", "selective visual token reduction of 196 x 768 tokens: compression, FLOPs, latency, accuracy"),

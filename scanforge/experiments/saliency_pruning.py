@@ -58,13 +58,17 @@ class RandomPruner(nn.Module):
 
 
 class PrunedClassifier(nn.Module):
-    """tokens -> pruner -> attention pooling of the kept tokens (one learned query) -> LayerNorm -> linear head.
-    The attention pooling lets the full-token model find the object among 576 tokens; a mean would drown it."""
+    """tokens -> pruner -> attention pooling of the kept tokens -> LayerNorm -> linear head. The attention lets
+    the full-token model find the object among 576 tokens (a mean would drown it). Its logits come from a learned
+    key, or, with a saliency pruner, from the saliency scorer itself: the scorer that ranks the tokens is the one
+    the task loss trains through the pooling, so it learns from the first step (through the gather's sigmoid
+    weights alone it learned too slowly to rank anything before the pruning began)."""
 
     def __init__(self, pruner: nn.Module | None, dim: int, classes: int) -> None:
         super().__init__()
         self.pruner = pruner
-        self.key = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 1))
+        scorer = getattr(pruner, "scorer", None)
+        self.key = scorer if scorer is not None else nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 1))
         self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, classes)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -102,8 +106,9 @@ def run(ctx: Context) -> dict:
                     + (" (so L2 ranking keeps them before the object)" if spec.artifacts else
                        " (so L2 ranking keeps the object first)"))
     report.note("each (setting, method, ratio) trains its own classifier (and scorer) on the pruned tokens: "
-                "attention pooling (one learned query) -> LayerNorm -> linear; the saliency scorer's sigmoid weights "
-                "also scale the tokens it keeps. Training anneals the keep ratio from 100% to its target over the "
+                "attention pooling -> LayerNorm -> linear, the attention logits from a learned key (L2, random) or "
+                "from the saliency scorer itself (saliency; its sigmoid weights also scale the tokens it keeps; at "
+                "100% it keeps every token). Training anneals the keep ratio from 100% to its target over the "
                 f"first {cfg.anneal:.0%} of the steps (top-k passes no gradient to the tokens it drops)")
     report.note(f"sized for a 2-core CPU: {cfg.steps} steps of batch {cfg.batch}, {cfg.n_train} training images")
     methods = ("saliency", "l2", "random")

@@ -28,7 +28,7 @@ class Config:
     decoder: str = "transformer"
     n_train: int = 5000
     n_test: int = 500
-    epochs: int = 16
+    epochs: int = 24
     batch: int = 32
     lr: float = 1e-3
     timing_batch: int = 64

@@ -72,6 +72,7 @@ def machine_cores() -> int:
         return os.cpu_count() or 1
 
 
+@cache
 def cpu_name() -> str:
     """The CPU model (``model name`` of /proc/cpuinfo on Linux), with the cores this process may use (not
     torch's thread setting: a trial process that runs on fewer threads is still on the same machine)."""

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import scanforge.nn as snn
 
-from .common import Context, Report, batched, curve_band, parameters, train
+from .common import Context, Report, batched, curve_band, parameters, shuffled_batches, train
 from .sequences import SequenceNet, causal_window_ceiling, window_majority
 
 
@@ -57,14 +57,7 @@ def run(ctx: Context) -> dict:
             else:
                 block = lambda: snn.BiMamba(cfg.d_model, d_state=cfg.d_state, backend=ctx.backend)  # noqa: E731
             model = SequenceNet(1, 2, cfg.d_model, cfg.n_layer, block, readout="all").to(ctx.device)
-            order_g = torch.Generator().manual_seed(seed)
-
-            def batches():
-                while True:
-                    perm = torch.randperm(cfg.n_train, generator=order_g)  # noqa: B023
-                    for s in batched(cfg.n_train, cfg.batch):
-                        i = perm[s]
-                        yield x_train[i].to(ctx.device), y_train[i].to(ctx.device)  # noqa: B023
+            batches = shuffled_batches((x_train[:cfg.n_train], y_train[:cfg.n_train]), cfg.batch, seed, ctx.device)
 
             def loss_fn(x, y):
                 return F.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)  # noqa: B023
@@ -72,7 +65,7 @@ def run(ctx: Context) -> dict:
             def evaluate():
                 return _accuracy(model(x_eval), y_eval)  # noqa: B023
 
-            curve = train(model, batches(), loss_fn, lr=cfg.lr, steps=cfg.epochs * steps_per_epoch,
+            curve = train(model, batches, loss_fn, lr=cfg.lr, steps=cfg.epochs * steps_per_epoch,
                           label=f"{kind} seed={seed}", evaluate=evaluate, eval_every=steps_per_epoch)
             curves.setdefault(kind, {})[seed] = [(step / steps_per_epoch, acc) for step, acc in curve]
             report.row(model=kind, seed=seed, params=parameters(model), epochs=cfg.epochs, accuracy=curve[-1][1],

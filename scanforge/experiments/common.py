@@ -10,7 +10,7 @@ import platform
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -274,6 +274,17 @@ def parameters(model: nn.Module) -> int:
 
 def batched(n: int, batch: int) -> Sequence[slice]:
     return [slice(i, min(i + batch, n)) for i in range(0, n, batch)]
+
+
+def shuffled_batches(tensors: Sequence[Tensor], batch: int, seed: int, device: torch.device) -> Iterator[tuple]:
+    """Endless minibatches of ``tensors`` (same first dimension) on ``device``, reshuffled every epoch by a
+    generator seeded with ``seed``: the same order on every machine."""
+    n, order = len(tensors[0]), torch.Generator().manual_seed(seed)
+    while True:
+        perm = torch.randperm(n, generator=order)
+        for s in batched(n, batch):
+            i = perm[s]
+            yield tuple(t[i].to(device) for t in tensors)
 
 
 def _number(value: Any) -> bool:

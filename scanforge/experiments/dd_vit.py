@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from scanforge.nn import DynamicDepthViT, ViT
 
-from .common import Context, Report, batched, parameters, train
+from .common import Context, Report, batched, parameters, shuffled_batches, train
 
 PRESETS: dict[str, tuple[int, int]] = {"s": (32, 4), "m": (64, 8), "deep": (32, 16)}
 
@@ -82,19 +82,13 @@ def run(ctx: Context, preset: str | None = None) -> dict:
                     model = DynamicDepthViT(**common, keep_ratios=_keep_ratios(depth, cfg.keep),
                                             exit_threshold=cfg.exit_threshold, backend=ctx.backend)
                 model = model.to(ctx.device)
-                order_g = torch.Generator().manual_seed(seed)
-
-                def batches():
-                    while True:
-                        perm = torch.randperm(len(y_tr), generator=order_g)  # noqa: B023
-                        for s in batched(len(y_tr), cfg.batch):  # noqa: B023
-                            yield x_tr[perm[s]].to(ctx.device), y_tr[perm[s]].to(ctx.device)  # noqa: B023
+                batches = shuffled_batches((x_tr, y_tr), cfg.batch, seed, ctx.device)
 
                 def loss_fn(x, y):
                     outs = model.forward_exits(x)  # noqa: B023
                     return sum(F.cross_entropy(o, y) for o in outs) / len(outs)
 
-                train(model, batches(), loss_fn, lr=cfg.lr, steps=steps,
+                train(model, batches, loss_fn, lr=cfg.lr, steps=steps,
                       label=f"{kind} {name} (dim {dim}, depth {depth}) seed={seed}")
                 model.eval()
                 hits, flops, depths = 0, [], []

@@ -14,7 +14,7 @@ import scanforge as sf
 from scanforge.data import Vocab, synthetic_vqa
 from scanforge.nn import TinyVLM, TopKTokenPruner
 
-from .common import Context, Report, batched, curve_band, errorbar, median_ms, parameters, train
+from .common import Context, Report, batched, curve_band, errorbar, median_ms, parameters, shuffled_batches, train
 
 
 @dataclass(frozen=True)
@@ -82,15 +82,8 @@ def run(ctx: Context) -> dict:
         torch.manual_seed(seed)
         model = TinyVLM(vocab.size, image_size=cfg.image_size, patch_size=cfg.patch_size, decoder=cfg.decoder,
                         backend=ctx.backend).to(ctx.device)
-        order_g = torch.Generator().manual_seed(seed)
-
-        def batches():
-            while True:
-                perm = torch.randperm(cfg.n_train, generator=order_g)  # noqa: B023
-                for s in batched(cfg.n_train, cfg.batch):
-                    i = perm[s]
-                    yield (train_set.images[i].to(ctx.device), train_set.questions[i].to(ctx.device),  # noqa: B023
-                           train_set.answers[i].to(ctx.device))  # noqa: B023
+        train_tensors = (train_set.images, train_set.questions, train_set.answers)
+        batches = shuffled_batches([t[:cfg.n_train] for t in train_tensors], cfg.batch, seed, ctx.device)
 
         def loss_fn(images, questions, answers):
             return F.cross_entropy(model(images, questions), answers)  # noqa: B023
@@ -105,7 +98,7 @@ def run(ctx: Context) -> dict:
         def evaluate():
             return float((predict() == test_set.answers).float().mean())  # noqa: B023
 
-        curve = train(model, batches(), loss_fn, lr=cfg.lr, steps=cfg.epochs * steps_per_epoch,
+        curve = train(model, batches, loss_fn, lr=cfg.lr, steps=cfg.epochs * steps_per_epoch,
                       label=f"tiny-vlm seed={seed}", evaluate=evaluate, eval_every=steps_per_epoch)
         curves[seed] = [(s / steps_per_epoch, a) for s, a in curve]
         model.eval()

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -86,6 +87,26 @@ def test_hanging_and_crashing_trials_are_stopped_and_the_run_goes_on(tmp_path, m
 
 #: Guards against a hung child process only: generous, never a measure of speed.
 HANG_GUARD = 900
+
+
+def test_a_ctrl_c_during_the_trial_process_start_neither_kills_it_nor_prints_a_traceback():
+    """The terminal sends Ctrl-C to the whole group, so the child gets it too, often while it still imports torch."""
+    runner = SubprocessRunner(timeout=15)
+
+    def interrupt_the_start():
+        deadline = time.monotonic() + HANG_GUARD
+        while (runner._process is None or runner._process.pid is None) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        os.kill(runner._process.pid, signal.SIGINT)
+
+    interrupter = threading.Thread(target=interrupt_the_start)
+    interrupter.start()
+    try:
+        runner._start()  # raises "did not start" where the child died of the KeyboardInterrupt
+        interrupter.join()
+        assert runner._process.is_alive()
+    finally:
+        runner.close()
 
 
 def _tune_cli(tmp_path, *flags, **env):

@@ -5,7 +5,9 @@ thread pools) and serves trials over a pipe, keeping its compiled kernels and pr
 between trials. A trial that outlives ``timeout`` seconds has its child killed and is reported
 as failed; the next trial starts a new child.
 
-The child ignores Ctrl-C (the terminal sends it to the whole process group): the parent decides.
+The child ignores Ctrl-C (the terminal sends it to the whole process group): the parent decides. It is
+started with SIGINT blocked, so a Ctrl-C during its start (the imports) is not a ``KeyboardInterrupt``
+traceback in the child either.
 When the run is stopped — Ctrl-C, a signal, a ``stop`` event set by the command — the parent kills
 the child and the trial raises :class:`~scanforge.tuning.trials.Interrupted` (or the
 ``KeyboardInterrupt`` itself), so that it is recorded as interrupted, not as a failure of its
@@ -23,6 +25,7 @@ import queue
 import signal
 import threading
 import time
+from multiprocessing import resource_tracker
 
 import torch
 
@@ -57,6 +60,20 @@ def _limit_threads(threads: int) -> None:
         asked = os.environ.get(name, "")
         os.environ[name] = str(min(threads, int(asked))) if asked.isdigit() and int(asked) > 0 else str(threads)
     torch.set_num_threads(threads)
+
+
+def _start_without_sigint(process) -> None:
+    """Start ``process`` with SIGINT blocked from its first instruction on (the mask is inherited across
+    fork and exec; Python installs no KeyboardInterrupt handler that could see a blocked signal).
+
+    The resource tracker is started first: its own first start unblocks SIGINT in the calling thread.
+    """
+    resource_tracker.ensure_running()
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        process.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _serve(conn, seed: int, threads: int | None = None) -> None:
@@ -98,7 +115,7 @@ class SubprocessRunner:
     def _start(self) -> None:
         self._conn, child = self._context.Pipe()
         self._process = self._context.Process(target=_serve, args=(child, self.seed, self.threads), daemon=True)
-        self._process.start()
+        _start_without_sigint(self._process)
         child.close()
         try:
             ready = self._wait(STARTUP_TIMEOUT) and self._conn.recv() == "ready"

@@ -20,6 +20,7 @@ from ..kernels.ir import GatherSpec, Phase, ScanSpec
 from ..kernels.variants import DECODE_VARIANTS, GATHER_VARIANTS, SCAN_VARIANTS
 from . import aot
 from .spaces import space_for
+from .worker import sigint_blocked
 
 #: (op table, phases, default shape) per kind of kernel: the GPU default workload's typical shapes
 #: (Mamba-1.4B width at 2K tokens; LLaVA-1.5's 576 visual tokens kept to 144).
@@ -166,7 +167,8 @@ def run(jobs: list[Job], workers: int | None = None, on_rows: Callable[[list[dic
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_ignore_interrupt)
         try:
-            futures = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
+            with sigint_blocked():  # the workers start here
+                futures = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
                 if on_rows:

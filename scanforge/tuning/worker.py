@@ -19,6 +19,7 @@ busy machine is not a timeout.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import queue
@@ -62,16 +63,19 @@ def _limit_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _start_without_sigint(process) -> None:
-    """Start ``process`` with SIGINT blocked from its first instruction on (the mask is inherited across
-    fork and exec; Python installs no KeyboardInterrupt handler that could see a blocked signal).
+@contextlib.contextmanager
+def sigint_blocked():
+    """Processes started inside are born with SIGINT blocked (the mask is inherited across fork and exec, and
+    Python installs no KeyboardInterrupt handler that could see a blocked signal): the terminal's Ctrl-C, sent
+    to the whole group, cannot end a child with a traceback while it still imports. The parent's Ctrl-C waits
+    for the end of the block.
 
     The resource tracker is started first: its own first start unblocks SIGINT in the calling thread.
     """
     resource_tracker.ensure_running()
     before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        process.start()
+        yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
@@ -115,7 +119,8 @@ class SubprocessRunner:
     def _start(self) -> None:
         self._conn, child = self._context.Pipe()
         self._process = self._context.Process(target=_serve, args=(child, self.seed, self.threads), daemon=True)
-        _start_without_sigint(self._process)
+        with sigint_blocked():
+            self._process.start()
         child.close()
         try:
             ready = self._wait(STARTUP_TIMEOUT) and self._conn.recv() == "ready"

@@ -72,6 +72,9 @@ def sigint_blocked():
 
     The resource tracker is started first: its own first start unblocks SIGINT in the calling thread.
     """
+    if not hasattr(signal, "pthread_sigmask"):  # no POSIX signal masks (Windows): nothing to block
+        yield
+        return
     resource_tracker.ensure_running()
     before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:

@@ -67,8 +67,8 @@ def _limit_threads(threads: int) -> None:
 def sigint_blocked():
     """Processes started inside are born with SIGINT blocked (the mask is inherited across fork and exec, and
     Python installs no KeyboardInterrupt handler that could see a blocked signal): the terminal's Ctrl-C, sent
-    to the whole group, cannot end a child with a traceback while it still imports. The parent's Ctrl-C waits
-    for the end of the block.
+    to the whole group, cannot end a child with a traceback while it still imports. Only the calling thread's
+    mask changes: the parent still gets its Ctrl-C.
 
     The resource tracker is started first: its own first start unblocks SIGINT in the calling thread.
     """

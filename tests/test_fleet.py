@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -133,6 +134,34 @@ def proxy(db, tmp_path):
     yield f"grpc://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(30)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_waiting_trial_is_started_by_exactly_one_of_the_workers_that_race_for_it(request, tmp_path, database):
+    """An enqueued trial (the default config, a config to measure again) taken by several threads at
+    once: exactly one gets it. On SQLite, Optuna's own read-then-write gave it to nearly every thread
+    (no SELECT ... FOR UPDATE there), and the second to finish it failed with "Cannot tell a COMPLETE trial"."""
+    url = request.getfixturevalue("db") if database == "postgresql" else f"sqlite:///{tmp_path / 'race.db'}"
+    storage = open_storage(url)
+    study = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "race")
+    doubles = []
+    for round_ in range(40):
+        trial = storage.create_new_trial(study, optuna.trial.create_trial(state=WAITING))
+        start, taken = threading.Barrier(4), []
+
+        def take(trial=trial, start=start, taken=taken):
+            start.wait()
+            taken.append(storage.set_trial_state_values(trial, RUNNING))
+
+        threads = [threading.Thread(target=take) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if sum(taken) != 1:
+            doubles.append((round_, taken))
+        assert storage.get_trial(trial).state == RUNNING
+    assert not doubles, f"rounds where a waiting trial was not taken exactly once: {doubles}"
 
 
 @pytest.mark.parametrize("through", ["postgresql", "grpc proxy"])

@@ -99,6 +99,26 @@ def test_a_trial_failed_by_the_heartbeat_after_its_tuner_was_killed_is_measured_
     assert (out.trials, out.interrupted, out.remeasured) == (3, 1, 1)
 
 
+def test_a_worker_between_trials_measures_nothing_once_another_reached_the_budget(tmp_path):
+    """Another worker measures the last configs of the budget while this one is between trials (here:
+    before its first), then judges the study's best. A config this worker measured now could beat that
+    best, and the hosts would cache different winners: it measures nothing and adopts the same best."""
+    _study_with_default_and(tmp_path, {"MODE": "wrong", "WORK": 4}, reason="wrong result")
+    study = _study(tmp_path)
+
+    def another_worker_finishes_the_budget(_plan):
+        config = {"MODE": "right", "WORK": 2}
+        study.add_trial(optuna.trial.create_trial(params=config, distributions=study.trials[0].distributions,
+                                                  value=2e-3, user_attrs={"config": config}))
+
+    out = tune(TASK, TrialRunner(timer=timer_by_work), trials=3, storage=_storage(tmp_path), write_cache=False,
+               on_plan=another_worker_finishes_the_budget)
+    trials = _study(tmp_path).trials
+    assert out.measured_now == 0 and out.trials == 3 and out.pruned == 0
+    assert trials[-1].state == optuna.trial.TrialState.PRUNED and trials[-1].user_attrs["reason"].startswith("budget")
+    assert out.config == {"MODE": "right", "WORK": 2} and out.accepted
+
+
 def test_a_timeout_under_a_shorter_limit_is_measured_again(tmp_path):
     slow = {"MODE": "right", "WORK": 2}
     _study_with_default_and(tmp_path, slow, reason="timed out after 1 s", timed_out_after=1.0)

@@ -16,7 +16,10 @@ one of them measure.
 **One verdict per study.** The winner is re-timed against the default and proven by the
 conformance suite once, by one worker (the judge), and recorded in the study (user attribute
 ``verdict``); every host adopts it, so all of them cache the same config. Before judging, a worker
-waits until no trial of the study is running, so all hosts judge the same best trial. The judge
+waits until no trial of the study is running, and no worker starts a measurement once the study has
+its ``--trials`` measured configs (one between trials as another reached the budget would find a
+config after the other judged), so all hosts judge the same best trial. Hosts given different
+``--trials`` or ``--budget-seconds`` can still judge different trials: the last verdict is kept. The judge
 is whoever creates the study ``<name>|judge-<best trial>`` first (a database uniqueness check,
 through Optuna's own API); it deletes that lock study once the verdict is written.
 """

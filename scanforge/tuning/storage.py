@@ -25,11 +25,13 @@ import sys
 import threading
 import time
 import warnings
+from datetime import datetime
 from urllib.parse import urlsplit
 
 import optuna
 import sqlalchemy
 from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages._rdb import models
 from optuna.trial import TrialState
 
 from ..paths import cache_dir
@@ -168,10 +170,23 @@ class _RDBStorage(optuna.storages.RDBStorage):
         return trial
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
-        changed = super().set_trial_state_values(trial_id, state, values)
-        if changed and state == TrialState.RUNNING and self.beat_at_start:  # a waiting trial taken
+        if state != TrialState.RUNNING:
+            return super().set_trial_state_values(trial_id, state, values)
+        taken = self._take_waiting(trial_id)
+        if taken and self.beat_at_start:
             self.record_heartbeat(trial_id)
-        return changed
+        return taken
+
+    def _take_waiting(self, trial_id: int) -> bool:
+        """Start a waiting (enqueued) trial in one conditional UPDATE, so exactly one of the threads and
+        processes that race for it gets it. Optuna reads the state and then writes it, relying on
+        SELECT ... FOR UPDATE, which SQLite ignores: two workers would both start the trial, and the
+        second to finish it fails with "Cannot tell a COMPLETE trial"."""
+        take = (sqlalchemy.update(models.TrialModel)
+                .where(models.TrialModel.trial_id == trial_id, models.TrialModel.state == TrialState.WAITING)
+                .values(state=TrialState.RUNNING, datetime_start=datetime.now()))
+        with self.engine.begin() as connection:
+            return connection.execute(take).rowcount == 1
 
     def record_heartbeat(self, trial_id: int) -> None:
         # Runs in Optuna's heartbeat thread: a missed beat during an outage is only a missed beat.

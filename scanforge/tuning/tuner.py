@@ -128,8 +128,8 @@ def _first_line(e: BaseException) -> str:
 class _Objective:
     """Suggest a config, skip what is infeasible or already measured, run the rest."""
 
-    def __init__(self, task: Task, space: SearchSpace, runner, on_trial: Callable | None):
-        self.task, self.space, self.runner, self.on_trial = task, space, runner, on_trial
+    def __init__(self, task: Task, space: SearchSpace, runner, on_trial: Callable | None, budget: int):
+        self.task, self.space, self.runner, self.on_trial, self.budget = task, space, runner, on_trial, budget
         self.timeout = getattr(runner, "timeout", None)
         self.feasible = {config_key(c) for c in space.grid(task.shape)}
         self.measured_now = 0
@@ -160,6 +160,12 @@ class _Objective:
             self.feasible.discard(config_key(config))
             trial.set_user_attr("reason", f"compile: {why}")
             raise optuna.TrialPruned(f"compile: {why}")
+        if len(_measured(trial.study, self.timeout)) >= self.budget:
+            # Another worker reached the budget while this one was between trials, and may already have
+            # judged the study's best: a config measured now could beat it, and the hosts disagree.
+            trial.study.stop()
+            trial.set_user_attr("reason", f"budget: {self.budget} configs measured (--trials)")
+            raise optuna.TrialPruned(trial.user_attrs["reason"])
         earlier = fleet.claim(trial, self.wait_seconds, self.timeout)  # None: this trial measures the config
         if earlier is not None:
             trial.set_user_attr("duplicate_of", earlier.number)
@@ -201,7 +207,7 @@ def _summarize(outcome: Outcome, study: optuna.Study, timeout: float | None) -> 
     outcome.trials = len(_measured(study, timeout))
     for t in _finished(study):
         if t.state == optuna.trial.TrialState.PRUNED:
-            outcome.pruned += 1
+            outcome.pruned += not t.user_attrs.get("reason", "").startswith("budget:")  # none of the config's fault
         elif interrupted(t):
             outcome.interrupted += 1
         elif unmeasured(t, timeout):
@@ -244,7 +250,7 @@ def tune(task: Task, runner, *, trials: int = 20, budget_seconds: float | None =
     if not space.params:
         outcome.note = "nothing to tune: the family has no parameters"
         return outcome
-    objective = _Objective(task, space, runner, on_trial)
+    objective = _Objective(task, space, runner, on_trial, trials)
     timeout = objective.timeout
     if not study.trials and sampler != "grid":
         study.enqueue_trial(default, skip_if_exists=True)  # the baseline, measured like any other config, first

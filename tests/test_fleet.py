@@ -109,14 +109,15 @@ def _cache(host: Path) -> dict:
 def _wait_for(what, predicate, procs=()) -> object:
     deadline = time.monotonic() + HANG_GUARD
     while time.monotonic() < deadline:
-        for p in procs:
-            assert p.poll() is None, f"a process ended early while waiting for {what}: {p.log.read_text()[-3000:]}"
+        ended = [p for p in procs if p.poll() is not None]  # before the look: it may have ended right after
         try:
             value = predicate()
         except (KeyError, ValueError):  # the study does not exist yet
             value = None
         if value:
             return value
+        for p in ended:
+            raise AssertionError(f"a process ended early while waiting for {what}: {p.log.read_text()[-3000:]}")
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
 

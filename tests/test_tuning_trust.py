@@ -119,6 +119,26 @@ def test_a_worker_between_trials_measures_nothing_once_another_reached_the_budge
     assert out.config == {"MODE": "right", "WORK": 2} and out.accepted
 
 
+def test_a_worker_taken_for_dead_goes_on_and_its_lost_trial_is_measured_again(tmp_path):
+    """Another worker fails this one's running trial as stale (a heartbeat late on an overloaded machine):
+    reporting the result then fails ("Cannot tell a FAIL trial"). The run goes on and measures the lost
+    config again, next."""
+    storage = optuna.storages.RDBStorage(_storage(tmp_path))
+    lost = []
+
+    def failed_by_another_worker(number, config, _result):
+        if number == 1:
+            study = _study(tmp_path)
+            storage.set_trial_state_values(study.trials[number]._trial_id, optuna.trial.TrialState.FAIL)
+            lost.append(config)
+
+    out = tune(TASK, TrialRunner(timer=timer_by_work), trials=4, sampler="grid", storage=storage,
+               write_cache=False, on_trial=failed_by_another_worker)
+    trials = _study(tmp_path).trials
+    assert interrupted(trials[1]) and out.interrupted == 1 and out.trials == 4 and out.remeasured == 1
+    assert trials[2].params == lost[0] and trials[2].state.is_finished() and not interrupted(trials[2])
+
+
 def test_a_timeout_under_a_shorter_limit_is_measured_again(tmp_path):
     slow = {"MODE": "right", "WORK": 2}
     _study_with_default_and(tmp_path, slow, reason="timed out after 1 s", timed_out_after=1.0)

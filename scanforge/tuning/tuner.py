@@ -225,6 +225,30 @@ def _summarize(outcome: Outcome, study: optuna.Study, timeout: float | None) -> 
                 outcome.failures[reason] = outcome.failures.get(reason, 0) + 1
 
 
+def _optimize(study: optuna.Study, objective: _Objective, suggestions: int, done: Callable[[], bool],
+              workers: int) -> None:
+    """Run the search until ``done()``. A worker that another took for dead (its heartbeat later than the
+    grace period, on an overloaded machine) finds its trial failed when it reports the result: that trial
+    stays failed without a reason (interrupted), and the search goes on with its config measured again."""
+
+    def stop_when_done(study: optuna.Study, _trial) -> None:
+        if done():
+            study.stop()
+
+    for _ in range(suggestions):  # each round ends at least one trial
+        try:
+            study.optimize(objective, n_trials=suggestions, catch=(TrialFailed,), callbacks=[stop_when_done],
+                           n_jobs=workers, gc_after_trial=False, show_progress_bar=False)
+            return
+        except ValueError as e:
+            if not str(e).startswith("Cannot tell a FAIL trial"):
+                raise
+            if done():
+                return
+            for config in _to_measure_again(study, objective.timeout):
+                study.enqueue_trial(config, user_attrs={"remeasure": True})
+
+
 def tune(task: Task, runner, *, trials: int = 20, budget_seconds: float | None = None, sampler: str = "local",
          seed: int = 0, storage: str | optuna.storages.BaseStorage | None = None, space_file=None,
          on_trial: Callable | None = None, on_plan: Callable[[int], None] | None = None, write_cache: bool = True,
@@ -262,16 +286,13 @@ def tune(task: Task, runner, *, trials: int = 20, budget_seconds: float | None =
     if on_plan:
         on_plan(max(0, min(remaining, len(objective.feasible - fleet.tried(study, timeout)))))
 
-    def stop_when_done(study: optuna.Study, _trial) -> None:
-        if len(_measured(study, timeout)) >= trials or objective.exhausted(study) or (
-                deadline is not None and time.monotonic() > deadline):
-            study.stop()
+    def done() -> bool:
+        return len(_measured(study, timeout)) >= trials or objective.exhausted(study) or (
+            deadline is not None and time.monotonic() > deadline)
 
     if remaining > 0 and not objective.exhausted(study):
         # Pruned and repeated suggestions cost no measurement: allow many, bounded all the same.
-        study.optimize(objective, n_trials=SUGGESTIONS_PER_TRIAL * remaining + space.size, catch=(TrialFailed,),
-                       callbacks=[stop_when_done], n_jobs=getattr(runner, "size", 1), gc_after_trial=False,
-                       show_progress_bar=False)
+        _optimize(study, objective, SUGGESTIONS_PER_TRIAL * remaining + space.size, done, getattr(runner, "size", 1))
     left = fleet.settle(study, _wait_seconds(runner)) if accept else []  # other workers' trials end first
     _summarize(outcome, study, timeout)
     outcome.measured_now = objective.measured_now

@@ -116,8 +116,8 @@ def _wait_for(what, predicate, procs=()) -> object:
             value = None
         if value:
             return value
-        for p in ended:
-            raise AssertionError(f"a process ended early while waiting for {what}: {p.log.read_text()[-3000:]}")
+        if ended:
+            raise AssertionError(f"a process ended early while waiting for {what}: {ended[0].log.read_text()[-3000:]}")
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
 

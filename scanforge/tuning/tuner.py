@@ -106,9 +106,9 @@ def _wait_seconds(runner) -> float:
     return 2 * max(timeouts + [300.0]) + grace_seconds()
 
 
-def _to_measure_again(study: optuna.Study, timeout: float | None) -> list[dict]:
-    """Configs whose trials were interrupted (or timed out under a shorter limit) and that no later
-    trial measured nor waits to measure: the next run measures them first."""
+def _measure_again_first(study: optuna.Study, timeout: float | None) -> None:
+    """Enqueue the configs whose trials were interrupted (or timed out under a shorter limit) and that
+    no later trial measured nor waits to measure: they were never measured, so they go first."""
     done = fleet.tried(study, timeout)  # measured, or being measured by another worker
     waiting = {config_key(t.system_attrs.get("fixed_params", {}))
                for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))}
@@ -117,7 +117,8 @@ def _to_measure_again(study: optuna.Study, timeout: float | None) -> list[dict]:
         key = config_key(t.params)
         if t.params and unmeasured(t, timeout) and key not in done and key not in waiting:
             again.setdefault(key, dict(t.params))
-    return list(again.values())
+    for config in again.values():
+        study.enqueue_trial(config, user_attrs={"remeasure": True})
 
 
 def _first_line(e: BaseException) -> str:
@@ -245,8 +246,7 @@ def _optimize(study: optuna.Study, objective: _Objective, suggestions: int, done
                 raise
             if done():
                 return
-            for config in _to_measure_again(study, objective.timeout):
-                study.enqueue_trial(config, user_attrs={"remeasure": True})
+            _measure_again_first(study, objective.timeout)
 
 
 def tune(task: Task, runner, *, trials: int = 20, budget_seconds: float | None = None, sampler: str = "local",
@@ -279,8 +279,7 @@ def tune(task: Task, runner, *, trials: int = 20, budget_seconds: float | None =
     if not study.trials and sampler != "grid":
         study.enqueue_trial(default, skip_if_exists=True)  # the baseline, measured like any other config, first
     fleet.settle(study, 0)  # fail the trials of workers that died since the study was last used
-    for config in _to_measure_again(study, timeout):  # interrupted configs first; they were never measured
-        study.enqueue_trial(config, user_attrs={"remeasure": True})
+    _measure_again_first(study, timeout)
     remaining = trials - len(_measured(study, timeout))
     deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
     if on_plan:

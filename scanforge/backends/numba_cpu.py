@@ -197,7 +197,7 @@ class NumbaCPUBackend(Backend):
     def gather_forward(self, spec, x, k, scores, config=None):
         batch, T, d = x.shape
         module = _module(spec, (batch, T, d, k), config)
-        out = _out((batch, k + (spec.summary.value != "none"), d))
+        out = _out((batch, spec.out_rows(k), d))
         idx = _out((batch, k), torch.int64)
         slot = _out((batch, T), torch.int32)
         _run(module.gather_forward, batch * T * d, batch, _np(x), _np(scores, (0, 0)), k, out, idx, slot)

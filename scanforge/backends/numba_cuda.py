@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..kernels import codegen
-from ..kernels.ir import Direction, GatherSpec, ScanSpec
+from ..kernels.ir import GatherSpec, ScanSpec
 from .base import Backend, ScanInputs, new_output
 from .configs import config_for
 
@@ -146,7 +146,7 @@ class NumbaCUDABackend(Backend):
         G = inputs.B.shape[1] if inputs.B.dim() == 4 else 1
         rows = _rows(inputs)
         module = _module(spec.adjoint(), (batch, dim, L, N), config)
-        passes = 2 if spec.direction is Direction.BIDIRECTIONAL else 1
+        passes = len(spec.passes)
         chunks = -(-_longest(inputs) // module.CHUNK)
         scratch = (torch.empty((passes, rows * dim, chunks, 2 * N + 3), dtype=_F32, device=dev),
                    torch.empty((batch, dim, L), dtype=_F32, device=dev))
@@ -220,7 +220,7 @@ class NumbaCUDABackend(Backend):
         rank = torch.empty((batch, T), dtype=torch.int32, device=dev)
         idx = new_output((batch, k), torch.int64, dev)
         slot = new_output((batch, T), torch.int32, dev)
-        out = new_output((batch, k + (spec.summary.value != "none"), d), _F32, dev)
+        out = new_output((batch, spec.out_rows(k), d), _F32, dev)
         _launch(module.ranks, batch * T, module.THREADS, dev, s, rank)
         _launch(module.place, batch, module.THREADS, dev, rank, k, idx, slot)
         _launch(module.gather, out.numel(), module.THREADS, dev, xf, s, idx, slot, k, out)

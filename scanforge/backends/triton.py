@@ -65,7 +65,7 @@ class TritonBackend(Backend):
             return None
         if spec.phase.value == "decode":
             return None
-        if (spec.stride > 1 or spec.gated) and (spec.direction.value != "causal" or spec.varlen):
+        if spec.pooled and (spec.direction.value != "causal" or spec.varlen):
             return "implements strided and gated scans for direction='causal' only"
         return None
 
@@ -87,7 +87,7 @@ class TritonBackend(Backend):
         N = A.shape[1]
         rows = u.shape[0] if inputs.cu_seqlens is None else inputs.cu_seqlens.numel() - 1  # sequences
         f32 = dict(dtype=torch.float32, device=u.device)
-        two_pass = spec.direction.value == "bidirectional"  # its passes add into du, ddelta, dz: keep fp32
+        two_pass = len(spec.passes) == 2  # its passes add into du, ddelta, dz: keep fp32
         seq_dtype = torch.float32 if two_pass else u.dtype
         grads = {
             "u": new_output(u.shape, seq_dtype, u.device),
@@ -136,7 +136,7 @@ class TritonBackend(Backend):
     def gather_forward(self, spec, x, k, scores, config=None):
         batch, T, d = x.shape
         module = _module(spec, (batch, T, d, k), x.device, config)
-        out = new_output((batch, k + (spec.summary.value != "none"), d), x.dtype, x.device)
+        out = new_output((batch, spec.out_rows(k), d), x.dtype, x.device)
         idx = new_output((batch, k), torch.int64, x.device)
         slot = new_output((batch, T), torch.int32, x.device)
         module.launch_forward(x, k, scores, out, idx, slot)

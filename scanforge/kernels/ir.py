@@ -4,12 +4,18 @@ A spec fixes everything that changes the *code* of a kernel (which terms exist, 
 direction it runs, which dtype it reads); shapes and tiling are not part of it. Codegen
 renders one kernel source per (spec, config), and the tuned-config cache is keyed by
 ``spec.key()``.
+
+A spec is also the one place where a variant's meaning is worked out: what follows from its
+fields (the passes a scan makes, how its input is pooled, how many rows a gather returns, how
+its key is written and read) is a property here, and templates, backends, the tuner, the
+compile gate and the testing layer read it instead of deriving it again from raw fields.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -23,6 +29,20 @@ class Direction(str, Enum):
 class GateMode(str, Enum):
     HARD = "hard"  # forward hard, backward straight-through the soft update
     SOFT = "soft"  # forward and backward use the soft update
+
+
+class Pooling(str, Enum):
+    """How a scan's input reaches its state: every step, or pooled over windows that end at an update."""
+
+    NONE = "none"  # every step updates the state
+    STRIDED = "strided"  # windows of `stride` steps
+    GATED_HARD = "gated_hard"  # windows end where the gate fires; straight-through gradients
+    GATED_SOFT = "gated_soft"  # the soft update g*update + (1-g)*hold, forward and backward
+
+    @property
+    def code(self) -> int:
+        """The number the Numba templates compile in (``MODE``): 0 none, 1 strided, 2 hard gate, 3 soft gate."""
+        return list(Pooling).index(self)
 
 
 class Phase(str, Enum):
@@ -55,7 +75,7 @@ def _coerce_enum(obj, name: str, enum: type[Enum]) -> None:
         object.__setattr__(obj, name, enum(value))
     except ValueError:
         choices = ", ".join(repr(e.value) for e in enum)
-        raise ValueError(f"{type(obj).__name__}.{name}: expected one of {choices}, got {value!r}") from None
+        raise ValueError(f"{name}: expected one of {choices}, got {value!r}") from None
 
 
 def _check_bool(obj, names: tuple[str, ...]) -> None:
@@ -67,6 +87,64 @@ def _check_bool(obj, names: tuple[str, ...]) -> None:
 def _check_dtype(obj) -> None:
     if obj.dtype not in DTYPES:
         raise ValueError(f"{type(obj).__name__}.dtype: expected one of {DTYPES}, got {obj.dtype!r}")
+
+
+# --- the key: one table per spec type, from which the key is both written and parsed ---------------------------
+
+@dataclass(frozen=True)
+class _KeyPart:
+    """One ``-``-separated token of a key: how it is written from a spec and read back into fields."""
+
+    pattern: str  # a regex of the token (no groups)
+    write: Callable[[object], str]  # spec -> token ("" leaves an optional token out)
+    read: Callable[[str], dict]  # token -> the fields it sets
+    optional: bool = False
+
+
+def _choice(field_values: dict[str, dict], optional: bool = False) -> _KeyPart:
+    """A token with a fixed set of spellings, each standing for some field values."""
+    def write(spec) -> str:
+        for token, values in field_values.items():
+            if all(getattr(spec, f) == v for f, v in values.items()):
+                return token
+        raise ValueError(f"spec key: no token for {spec!r}")  # unreachable for a valid spec
+
+    alternatives = "|".join(re.escape(t) for t in sorted(field_values, key=len, reverse=True) if t)
+    return _KeyPart(alternatives, write, lambda token: dict(field_values[token]), optional)
+
+
+def _flag(field: str, yes: str, no: str) -> _KeyPart:
+    return _choice({yes: {field: True}, no: {field: False}})
+
+
+def _enum(field: str, enum: type[Enum], prefix: str = "") -> _KeyPart:
+    return _choice({prefix + e.value: {field: e} for e in enum})
+
+
+_DTYPE_PART = _choice({tag: {"dtype": name} for name, tag in _DTYPE_TAG.items()})
+_STRIDE_PART = _KeyPart(r"s\d+", lambda spec: f"s{spec.stride}", lambda token: {"stride": int(token[1:])})
+
+
+def _write_key(head: str, parts: tuple[_KeyPart, ...], spec) -> str:
+    return "-".join([head] + [t for t in (p.write(spec) for p in parts) if t])
+
+
+def _key_regex(head: str, parts: tuple[_KeyPart, ...]) -> re.Pattern:
+    regex = re.escape(head)
+    for part in parts:
+        regex += f"(?:-({part.pattern}))?" if part.optional else f"-({part.pattern})"
+    return re.compile(regex)
+
+
+def _read_key(cls, head: str, parts: tuple[_KeyPart, ...], key: str):
+    m = _key_regex(head, parts).fullmatch(key)
+    if not m:
+        return None
+    fields: dict = {}
+    for part, token in zip(parts, m.groups()):
+        if token is not None:
+            fields.update(part.read(token))
+    return cls(**fields)
 
 
 @dataclass(frozen=True)
@@ -89,6 +167,8 @@ class ScanSpec:
     phase: Phase = Phase.FORWARD
 
     def __post_init__(self) -> None:
+        """Every rule on how the fields combine is checked here, and only here; the argument checks of the public
+        ops build the spec and let these messages, which name the ops' arguments, reach the user."""
         _coerce_enum(self, "direction", Direction)
         _coerce_enum(self, "gate_mode", GateMode)
         _coerce_enum(self, "phase", Phase)
@@ -96,35 +176,50 @@ class ScanSpec:
                            "has_initial_state", "return_last_state", "varlen"))
         _check_dtype(self)
         if isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride < 1:
-            raise ValueError(f"ScanSpec.stride: expected an int >= 1, got {self.stride!r}")
+            raise ValueError(f"stride: expected an int >= 1, got {self.stride!r}")
         if self.gated and self.stride != 1:
-            raise ValueError("ScanSpec: a gated scan pools its windows from the gate; stride must be 1, "
+            raise ValueError("stride: a gated scan pools its windows from the gate; stride must be 1, "
                              f"got stride={self.stride}")
-        if self.varlen and (self.stride != 1 or self.gated or self.has_initial_state or self.return_last_state
+        if self.varlen and (self.pooled or self.has_initial_state or self.return_last_state
                             or self.phase is Phase.DECODE):
-            raise ValueError("ScanSpec: variable-length (cu_seqlens) scans are causal, reverse or bidirectional "
-                             "without stride, gate or states")
+            raise ValueError("cu_seqlens: variable-length scans take no stride, gate, initial_state or last state "
+                             "(they are causal, reverse or bidirectional)")
         if self.phase is Phase.DECODE and (self.direction is not Direction.CAUSAL or self.has_initial_state
                                            or self.return_last_state):
-            raise ValueError("ScanSpec: a decode step is causal and updates its state in place; "
+            raise ValueError("direction: a decode step is causal and updates its state in place; "
                              "direction must be 'causal' and the state flags False")
         if self.direction is Direction.BIDIRECTIONAL and (self.has_initial_state or self.return_last_state):
-            raise ValueError("ScanSpec: a bidirectional scan has two states; initial_state/return_last_state "
-                             "are only defined for direction='causal' or 'reverse'")
+            raise ValueError("initial_state/return_last_state: a bidirectional scan has two states; "
+                             "they are defined for direction='causal' or 'reverse' only")
+
+    @property
+    def pooling(self) -> Pooling:
+        """How the input is pooled before it reaches the state (the strided and gated variants)."""
+        if self.gated:
+            return Pooling.GATED_HARD if self.gate_mode is GateMode.HARD else Pooling.GATED_SOFT
+        return Pooling.STRIDED if self.stride > 1 else Pooling.NONE
+
+    @property
+    def pooled(self) -> bool:
+        """Whether the state updates only at window ends (strided or gated), carrying an open window between."""
+        return self.pooling is not Pooling.NONE
+
+    @property
+    def passes(self) -> tuple[Direction, ...]:
+        """The sweeps a scan makes, in order: causal and/or reverse (a bidirectional scan makes both and adds
+        them, counting the skip term once)."""
+        if self.direction is Direction.BIDIRECTIONAL:
+            return (Direction.CAUSAL, Direction.REVERSE)
+        return (self.direction,)
+
+    @property
+    def reversed_passes(self) -> tuple[bool, ...]:
+        """:attr:`passes` as the templates loop over them: whether each sweep runs from L-1 down to 0."""
+        return tuple(p is Direction.REVERSE for p in self.passes)
 
     def key(self) -> str:
         """A stable, readable identifier: equal specs give equal keys in every process."""
-        parts = [
-            "scan", self.phase.value, self.direction.value, f"s{self.stride}",
-            f"gate-{self.gate_mode.value}" if self.gated else "nogate",
-            "D" if self.has_D else "noD", "z" if self.has_z else "noz",
-            "bias" if self.has_delta_bias else "nobias", "softplus" if self.softplus else "linear",
-            "grouped" if self.grouped else "shared", _DTYPE_TAG[self.dtype],
-            "h0" if self.has_initial_state else "noh0", "hlast" if self.return_last_state else "nohlast",
-        ]
-        if self.varlen:
-            parts.append("varlen")
-        return "-".join(parts)
+        return _write_key("scan", _SCAN_KEY, self)
 
     def adjoint(self) -> ScanSpec:
         """The spec the backward kernel is generated from: same variant, phase flipped to backward.
@@ -135,6 +230,17 @@ class ScanSpec:
         if self.phase is not Phase.FORWARD:
             raise ValueError(f"ScanSpec.adjoint: expected a forward spec, got phase {self.phase.value!r}")
         return dataclasses.replace(self, phase=Phase.BACKWARD)
+
+
+_SCAN_KEY = (
+    _enum("phase", Phase), _enum("direction", Direction), _STRIDE_PART,
+    _choice({"nogate": {"gated": False}, "gate-hard": {"gated": True, "gate_mode": GateMode.HARD},
+             "gate-soft": {"gated": True, "gate_mode": GateMode.SOFT}}),
+    _flag("has_D", "D", "noD"), _flag("has_z", "z", "noz"), _flag("has_delta_bias", "bias", "nobias"),
+    _flag("softplus", "softplus", "linear"), _flag("grouped", "grouped", "shared"), _DTYPE_PART,
+    _flag("has_initial_state", "h0", "noh0"), _flag("return_last_state", "hlast", "nohlast"),
+    _choice({"varlen": {"varlen": True}, "": {"varlen": False}}, optional=True),
+)
 
 
 @dataclass(frozen=True)
@@ -158,15 +264,21 @@ class GatherSpec:
         _coerce_enum(self, "phase", Phase)
         _check_bool(self, ("scores_given", "keep_order"))
         _check_dtype(self)
+        if self.phase is Phase.DECODE:
+            raise ValueError("GatherSpec.phase: a gather has a forward and a backward phase, no decode step")
+
+    @property
+    def has_summary(self) -> bool:
+        """Whether one summary token follows the k kept ones."""
+        return self.summary is not Summary.NONE
+
+    def out_rows(self, k: int) -> int:
+        """Rows of the output per batch: the k kept tokens, and the summary token if there is one."""
+        return k + int(self.has_summary)
 
     def key(self) -> str:
         """A stable, readable identifier: equal specs give equal keys in every process."""
-        parts = [
-            "gather", self.phase.value, "scores" if self.scores_given else "l2norm",
-            "ordered" if self.keep_order else "ranked", f"summary-{self.summary.value}",
-            f"weight-{self.weight.value}", _DTYPE_TAG[self.dtype],
-        ]
-        return "-".join(parts)
+        return _write_key("gather", _GATHER_KEY, self)
 
     def adjoint(self) -> GatherSpec:
         """The spec the backward kernel is generated from."""
@@ -175,23 +287,17 @@ class GatherSpec:
         return dataclasses.replace(self, phase=Phase.BACKWARD)
 
 
+_GATHER_KEY = (
+    _choice({"fwd": {"phase": Phase.FORWARD}, "bwd": {"phase": Phase.BACKWARD}}),
+    _flag("scores_given", "scores", "l2norm"), _flag("keep_order", "ordered", "ranked"),
+    _enum("summary", Summary, "summary-"), _enum("weight", Weight, "weight-"), _DTYPE_PART,
+)
+
+
 def spec_from_key(key: str) -> ScanSpec | GatherSpec:
     """The spec whose :meth:`~ScanSpec.key` is ``key`` (cache entries store keys, not specs)."""
-    dtypes = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
-    m = re.fullmatch(r"scan-(fwd|bwd|decode)-(causal|reverse|bidirectional)-s(\d+)-(nogate|gate-hard|gate-soft)-"
-                     r"(D|noD)-(z|noz)-(bias|nobias)-(softplus|linear)-(grouped|shared)-(f32|f16|bf16)-(h0|noh0)-"
-                     r"(hlast|nohlast)(-varlen)?", key)
-    if m:
-        phase, direction, stride, gate, D, z, bias, sp, grouped, dt, h0, hl, varlen = m.groups()
-        return ScanSpec(direction=direction, stride=int(stride), gated=gate != "nogate",
-                        gate_mode="soft" if gate == "gate-soft" else "hard", has_D=D == "D", has_z=z == "z",
-                        has_delta_bias=bias == "bias", softplus=sp == "softplus", grouped=grouped == "grouped",
-                        dtype=dtypes[dt], has_initial_state=h0 == "h0", return_last_state=hl == "hlast",
-                        varlen=bool(varlen), phase=phase)
-    m = re.fullmatch(r"gather-(fwd|bwd)-(scores|l2norm)-(ordered|ranked)-summary-(none|mean|mean_dropped)-"
-                     r"weight-(none|sigmoid)-(f32|f16|bf16)", key)
-    if m:
-        phase, scores, order, summary, weight, dt = m.groups()
-        return GatherSpec(scores_given=scores == "scores", keep_order=order == "ordered", summary=summary,
-                          weight=weight, dtype=dtypes[dt], phase=phase)
+    for cls, head, parts in ((ScanSpec, "scan", _SCAN_KEY), (GatherSpec, "gather", _GATHER_KEY)):
+        spec = _read_key(cls, head, parts, key)
+        if spec is not None:
+            return spec
     raise ValueError(f"spec key: not a scanforge spec key: {key!r}")

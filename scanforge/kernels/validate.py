@@ -10,7 +10,7 @@ import numbers
 
 import torch
 
-from .ir import Direction, GateMode, GatherSpec, Phase, ScanSpec, Summary, Weight
+from .ir import GatherSpec, Phase, ScanSpec, Summary, Weight
 
 _INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _DTYPE_NAME = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
@@ -28,11 +28,6 @@ def as_int(value):
             and not value.dtype.is_complex and value.dtype != torch.bool:
         return int(value.item())
     return value
-
-
-def _check_stride(stride) -> None:
-    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
-        raise ValueError(f"stride: expected an int >= 1, got {stride!r}")
 
 
 def _check_threshold(gate_threshold) -> None:
@@ -144,36 +139,24 @@ def check_scan_args(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, *,
     _check_devices((("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z), ("delta_bias", delta_bias),
                     ("gate", gate), ("initial_state", initial_state)), u, "u")
     stride = as_int(stride)
-    _check_stride(stride)
     if not isinstance(delta_softplus, bool):
         raise TypeError(f"delta_softplus: expected a bool, got {delta_softplus!r}")
     if not isinstance(return_last_state, bool):
         raise TypeError(f"return_last_state: expected a bool, got {return_last_state!r}")
     _check_threshold(gate_threshold)
-    if direction not in {d.value for d in Direction} and not isinstance(direction, Direction):
-        raise ValueError(f"direction: expected one of {[d.value for d in Direction]}, got {direction!r}")
-    if gate_mode not in {m.value for m in GateMode} and not isinstance(gate_mode, GateMode):
-        raise ValueError(f"gate_mode: expected one of {[m.value for m in GateMode]}, got {gate_mode!r}")
-    if gate is not None and stride != 1:
-        raise ValueError(f"stride: a gated scan pools its windows from the gate; expected stride=1, got {stride}")
-    if Direction(direction) is Direction.BIDIRECTIONAL and (initial_state is not None or return_last_state):
-        raise ValueError("initial_state/return_last_state: a bidirectional scan has two states; "
-                         "they are defined for direction='causal' or 'reverse' only")
     if cu_seqlens is not None:
-        _check_cu_seqlens(cu_seqlens, u, stride, gate, initial_state, return_last_state)
+        _check_cu_seqlens(cu_seqlens, u)
     return scan_spec_for(u, B, D, z, delta_bias, gate, initial_state, delta_softplus, direction, stride,
                          gate_mode, return_last_state, cu_seqlens)
 
 
-def _check_cu_seqlens(cu_seqlens, u, stride, gate, initial_state, return_last_state) -> None:
+def _check_cu_seqlens(cu_seqlens, u) -> None:
     _tensor("cu_seqlens", cu_seqlens)
     if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2 or cu_seqlens.dtype not in (torch.int32, torch.int64):
         raise ValueError(f"cu_seqlens: expected a 1-d int32/int64 tensor (num_seqs + 1,), got {_describe(cu_seqlens)}")
     _check_devices((("cu_seqlens", cu_seqlens),), u, "u")
     if u.shape[0] != 1:
         raise ValueError(f"u: packed sequences (cu_seqlens) need batch 1, got {_describe(u)}")
-    if stride != 1 or gate is not None or initial_state is not None or return_last_state:
-        raise ValueError("cu_seqlens: variable-length scans take no stride, gate, initial_state or last state")
     if torch.compiler.is_compiling():
         return  # the values are data: checked eagerly only
     bounds = cu_seqlens.tolist()
@@ -185,8 +168,8 @@ def _check_cu_seqlens(cu_seqlens, u, stride, gate, initial_state, return_last_st
 def scan_spec_for(u, B, D, z, delta_bias, gate, initial_state, delta_softplus, direction, stride, gate_mode,
                   return_last_state, cu_seqlens=None) -> ScanSpec:
     """The kernel spec of (already validated) selective-scan arguments."""
-    return ScanSpec(direction=Direction(direction), stride=stride, gated=gate is not None,
-                    gate_mode=GateMode(gate_mode), has_D=D is not None, has_z=z is not None,
+    return ScanSpec(direction=direction, stride=stride, gated=gate is not None,
+                    gate_mode=gate_mode, has_D=D is not None, has_z=z is not None,
                     has_delta_bias=delta_bias is not None, softplus=delta_softplus, grouped=B.dim() == 4,
                     dtype=_DTYPE_NAME[u.dtype], has_initial_state=initial_state is not None,
                     return_last_state=return_last_state, varlen=cu_seqlens is not None)
@@ -260,13 +243,9 @@ def check_decode_args(state, x, dt, A, B, C, D, z, dt_bias, *, dt_softplus, stri
         _dtype("gate", gate, (torch.float32, x.dtype), "float32 or the dtype of x")
         _check_unit_interval("gate", gate)
     stride = as_int(stride)
-    _check_stride(stride)
     _check_threshold(gate_threshold)
-    if gate is not None and stride != 1:
-        raise ValueError(f"stride: a gated step pools its window from the gate; expected stride=1, got {stride}")
-    if gate_mode not in {m.value for m in GateMode} and not isinstance(gate_mode, GateMode):
-        raise ValueError(f"gate_mode: expected one of {[m.value for m in GateMode]}, got {gate_mode!r}")
-    pooled = stride > 1 or gate is not None
+    spec = decode_spec_for(x, B, D, z, dt_bias, gate, dt_softplus, stride, gate_mode)
+    pooled = spec.pooled
     if pooled != (window is not None):
         raise ValueError("window: a strided or gated step needs the open window (scanforge.DecodeWindow.zeros"
                          "(...)); a plain step takes none" if pooled else
@@ -281,11 +260,11 @@ def check_decode_args(state, x, dt, A, B, C, D, z, dt_bias, *, dt_softplus, stri
             _dtype(name, t, (torch.float32,), "window sums are float32")
     _check_devices((("state", state), ("dt", dt), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z),
                     ("dt_bias", dt_bias), ("gate", gate)), x, "x")
-    return decode_spec_for(x, B, D, z, dt_bias, gate, dt_softplus, stride, gate_mode)
+    return spec
 
 
 def decode_spec_for(x, B, D, z, dt_bias, gate, dt_softplus, stride, gate_mode) -> ScanSpec:
     """The kernel spec of (already validated) decode-step arguments."""
-    return ScanSpec(stride=stride, gated=gate is not None, gate_mode=GateMode(gate_mode), has_D=D is not None,
+    return ScanSpec(stride=stride, gated=gate is not None, gate_mode=gate_mode, has_D=D is not None,
                     has_z=z is not None, has_delta_bias=dt_bias is not None, softplus=dt_softplus,
                     grouped=B.dim() == 3, dtype=_DTYPE_NAME[x.dtype], phase=Phase.DECODE)

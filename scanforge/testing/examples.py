@@ -185,7 +185,7 @@ def random_decode_inputs(spec: ScanSpec, batch: int, dim: int, N: int, *, groups
     state_dtype = x.u.dtype if "initial_state" in half else torch.float32
     state = torch.randn(batch, dim, N, generator=gen).to(device, state_dtype)
     window = None
-    if spec.stride > 1 or spec.gated:
+    if spec.pooled:
         G = x.B.shape[1] if spec.grouped else 1
         window = (torch.rand(batch, dim, generator=gen), torch.randn(batch, dim, generator=gen),
                   torch.randn(batch, G, N, generator=gen), torch.randint(0, spec.stride, (batch,), generator=gen))

@@ -240,7 +240,7 @@ def _call(backend, spec: ScanSpec | GatherSpec, shape: tuple[int, ...], config: 
         if spec.phase is Phase.FORWARD:
             backend.gather_forward(spec, x, k, scores, config)
         else:
-            gout = _meta((batch, k + (spec.summary.value != "none"), d), dt)
+            gout = _meta((batch, spec.out_rows(k), d), dt)
             forward = dataclasses.replace(spec, phase=Phase.FORWARD)
             backend.gather_backward(forward, x, k, scores, _meta((batch, T), torch.int32), gout, config)
         return
@@ -249,9 +249,8 @@ def _call(backend, spec: ScanSpec | GatherSpec, shape: tuple[int, ...], config: 
         dt = _DTYPES[spec.dtype]
         groups = 2 if spec.grouped else 1
         bc = (batch, groups, N) if spec.grouped else (batch, N)
-        pooled = spec.stride > 1 or spec.gated
         window = (_meta((batch, dim)), _meta((batch, dim)), _meta((batch, groups, N)), _meta((batch,))) \
-            if pooled else None
+            if spec.pooled else None
         backend.scan_decode(spec, _meta((batch, dim, N)), _meta((batch, dim), dt), _meta((batch, dim), dt),
                             _meta((dim, N)), _meta(bc, dt), _meta(bc, dt), _meta((dim,)) if spec.has_D else None,
                             _meta((batch, dim), dt) if spec.has_z else None,

@@ -57,14 +57,12 @@ def work(spec: ScanSpec | GatherSpec, shape: tuple[int, ...]) -> dict[str, float
     e = _BYTES[spec.dtype]
     if isinstance(spec, GatherSpec):
         batch, T, d, k = shape
-        rows_out = k + (spec.summary.value != "none")
-        moved = batch * rows_out * d * e + batch * T * d * e * (1 if spec.phase is Phase.FORWARD else 2)
+        moved = batch * spec.out_rows(k) * d * e + batch * T * d * e * (1 if spec.phase is Phase.FORWARD else 2)
         return {"bytes": moved, "exps": batch * T, "flops": 2 * batch * T * d}
     batch, dim, L, N = shape
     elements = batch * dim * L
     rate = 1.0 / spec.stride
-    passes = 2 if spec.direction.value == "bidirectional" else 1
-    updates = elements * N * rate * passes
+    updates = elements * N * rate * len(spec.passes)
     if spec.phase is Phase.DECODE:
         return {"bytes": 2 * batch * dim * N * 4 + 4 * batch * dim * e, "exps": batch * dim * N,
                 "flops": 6 * batch * dim * N}

@@ -139,10 +139,9 @@ class _Case:
         gen = torch.Generator().manual_seed(seed + 1)
         state = torch.randn(batch, dim, N, generator=gen).to(task.device)
         G = x.B.shape[1] if spec.grouped else 1
-        pooled = spec.stride > 1 or spec.gated
         window = (torch.rand(batch, dim, generator=gen), torch.randn(batch, dim, generator=gen),
                   torch.randn(batch, G, N, generator=gen), torch.randint(0, spec.stride, (batch,), generator=gen))
-        window = tuple(t.to(task.device, torch.float32) for t in window) if pooled else None
+        window = tuple(t.to(task.device, torch.float32) for t in window) if spec.pooled else None
         args = (x.u[..., 0], x.delta[..., 0], x.A, x.B[..., 0], x.C[..., 0], x.D,
                 None if x.z is None else x.z[..., 0], x.delta_bias, None if x.gate is None else x.gate[:, 0])
         ref_out, ref_state, _ = selective_state_update_ref(

@@ -23,6 +23,7 @@ from scanforge.tuning.trials import Task, TrialRunner
 from scanforge.tuning.tuner import tune
 
 HERE = Path(__file__).parent
+TESTS = HERE.parent  # the toy backends live there
 
 
 class WrongToy(ToyBackend):
@@ -105,7 +106,7 @@ def test_check_exits_non_zero_and_writes_a_reproducer_that_fails_again(toys, tmp
     assert "FAIL" in out and "reproducers written" in out and "0 failed" not in out
     script = repro / "wrongtoy-reference-causal-float32.py"
     assert script.exists()
-    run = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import test_conformance as t; "
+    run = (f"import sys; sys.path[:0] = [{str(HERE)!r}, {str(TESTS)!r}]; import test_conformance as t; "
            "from scanforge import backends; backends.register(t.WrongToy()); "
            f"exec(compile(open({str(script)!r}).read(), 'repro', 'exec'))")
     proc = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, timeout=300,

@@ -27,7 +27,7 @@ from scanforge.tuning.trials import Task, TrialRunner
 from scanforge.tuning.tuner import study_name, tune
 from scanforge.tuning.worker import SubprocessRunner
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parents[1]  # the tests folder: the toy backends and spaces live there
 TASK = Task("toy", ScanSpec(has_D=True), (1, 8, 32, 4), "toy")
 
 

@@ -25,7 +25,7 @@ from postgres import PostgresServer, free_port, missing_reason
 from scanforge.tuning.fleet import JUDGE
 from scanforge.tuning.storage import interrupted, open_storage
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parents[1]  # the tests folder: the toy backends and spaces live there
 HANG_GUARD = 300  # seconds: only a hang takes this long
 RUNNING, WAITING = optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING
 

@@ -26,7 +26,7 @@ from scanforge.tuning.trials import Interrupted, Task, TrialRunner
 from scanforge.tuning.tuner import interrupted, study_name, tune
 from scanforge.tuning.worker import _limit_threads, machine_cores, threads_per_worker
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parents[1]  # the tests folder: the toy backends and spaces live there
 TASK = Task("toy", ScanSpec(has_D=True), (1, 8, 32, 4), "toy")
 DEFAULT = {"MODE": "right", "WORK": 3}
 

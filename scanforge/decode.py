@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from . import backends
+from .backends.base import DecodeInputs
 from .kernels.validate import as_int, check_decode_args, decode_spec_for
 
 __all__ = ["DecodeWindow", "selective_state_update"]
@@ -41,8 +42,8 @@ def _decode_op(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Te
                gate_threshold: float, gate_mode: str, backend: str) -> Tensor:
     spec = decode_spec_for(x, B, D, z, dt_bias, gate, dt_softplus, stride, gate_mode)
     window = None if acc_dt is None else (acc_dt, acc_u, acc_B, count)
-    return backends.get(backend).scan_decode(spec, state, x, dt, A, B, C, D, z, dt_bias, gate, gate_threshold,
-                                             window)
+    inputs = DecodeInputs(state, x, dt, A, B, C, D, z, dt_bias, gate, gate_threshold, window)
+    return backends.get(backend).scan_decode(spec, inputs)
 
 
 @_decode_op.register_fake

@@ -15,15 +15,29 @@ from .kernels.validate import as_int, check_gather_args, check_scan_args, gather
 
 __all__ = ["selective_scan", "topk_gather"]
 
+#: The flat arguments of ``scanforge::selective_scan`` after its tensors: options, then the backend's name.
+#: torch.library takes positional tensors and scalars; the kernels take a spec and a named bundle. This module
+#: is the one place where one becomes the other (:func:`_scan_call`, :func:`_setup_context`).
+_SCAN_TENSORS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "gate", "initial_state", "cu_seqlens")
+
+
+def _scan_call(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, cu_seqlens, delta_softplus, direction,
+               stride, gate_threshold, gate_mode, return_last_state):
+    """The spec and the named input bundle of the op's flat arguments."""
+    spec = scan_spec_for(u, B, D, z, delta_bias, gate, initial_state, delta_softplus, direction, stride, gate_mode,
+                         return_last_state, cu_seqlens)
+    inputs = ScanInputs(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias, gate=gate,
+                        initial_state=initial_state, gate_threshold=gate_threshold, cu_seqlens=cu_seqlens)
+    return spec, inputs
+
 @torch.library.custom_op("scanforge::selective_scan", mutates_args=())
 def _selective_scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
                        z: Tensor | None, delta_bias: Tensor | None, gate: Tensor | None,
                        initial_state: Tensor | None, cu_seqlens: Tensor | None, delta_softplus: bool, direction: str,
                        stride: int, gate_threshold: float, gate_mode: str, return_last_state: bool,
                        backend: str) -> tuple[Tensor, Tensor]:
-    spec = scan_spec_for(u, B, D, z, delta_bias, gate, initial_state, delta_softplus, direction, stride, gate_mode,
-                         return_last_state, cu_seqlens)
-    inputs = ScanInputs(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, gate_threshold, cu_seqlens)
+    spec, inputs = _scan_call(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, cu_seqlens, delta_softplus,
+                              direction, stride, gate_threshold, gate_mode, return_last_state)
     return backends.get(backend).scan_forward(spec, inputs)
 
 
@@ -42,9 +56,8 @@ def _selective_scan_backward_op(dy: Tensor, dh_last: Tensor, u: Tensor, delta: T
                                 delta_softplus: bool, direction: str, stride: int, gate_threshold: float,
                                 gate_mode: str, return_last_state: bool, backend: str) -> list[Tensor]:
     """Gradients of every input in :data:`SCAN_GRAD_NAMES` order; an absent input gets an empty tensor."""
-    spec = scan_spec_for(u, B, D, z, delta_bias, gate, initial_state, delta_softplus, direction, stride, gate_mode,
-                         return_last_state, cu_seqlens)
-    inputs = ScanInputs(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, gate_threshold, cu_seqlens)
+    spec, inputs = _scan_call(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, cu_seqlens, delta_softplus,
+                              direction, stride, gate_threshold, gate_mode, return_last_state)
     grads = backends.get(backend).scan_backward(spec, inputs, dy, dh_last)
     return [grads[name] if name in grads else u.new_empty((0,)) for name in SCAN_GRAD_NAMES]
 
@@ -57,8 +70,9 @@ def _(dy, dh_last, u, delta, A, B, C, D, z, delta_bias, gate, initial_state, *ar
 
 
 def _setup_context(ctx, inputs, output):
-    ctx.save_for_backward(*inputs[:11])
-    ctx.options = inputs[11:]
+    tensors = len(_SCAN_TENSORS)
+    ctx.save_for_backward(*inputs[:tensors])
+    ctx.options = inputs[tensors:]
 
 
 def _backward(ctx, dy, dh_last):

@@ -38,6 +38,32 @@ class ScanInputs(NamedTuple):
         return self[:10]
 
 
+class DecodeInputs(NamedTuple):
+    """Validated inputs of one decode step (:func:`scanforge.selective_state_update`): ``state`` and the open
+    ``window`` (acc_dt, acc_u, acc_B, count; strided and gated steps only) are updated in place."""
+
+    state: torch.Tensor
+    x: torch.Tensor
+    dt: torch.Tensor
+    A: torch.Tensor
+    B: torch.Tensor
+    C: torch.Tensor
+    D: torch.Tensor | None
+    z: torch.Tensor | None
+    dt_bias: torch.Tensor | None
+    gate: torch.Tensor | None
+    gate_threshold: float
+    window: tuple[torch.Tensor, ...] | None
+
+
+class GatherInputs(NamedTuple):
+    """The inputs of one top-k gather: ``x (batch, T, d)``, ``k``, ``scores (batch, T)`` or None."""
+
+    x: torch.Tensor
+    k: int
+    scores: torch.Tensor | None
+
+
 #: Names of the differentiable scan inputs, in the order of ScanInputs and of the gradients.
 SCAN_GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "gate", "initial_state")
 
@@ -175,9 +201,6 @@ class Backend(ABC):
                         config: dict | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return ``(dx, dscores)``; dscores is None when scores were not given."""
 
-    def scan_decode(self, spec: ScanSpec, state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor,
-                    B: torch.Tensor, C: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None,
-                    dt_bias: torch.Tensor | None, gate: torch.Tensor | None, gate_threshold: float,
-                    window: tuple[torch.Tensor, ...] | None, config: dict | None = None) -> torch.Tensor:
-        """One decode step: update ``state`` and ``window`` in place, return out (batch, dim) like x."""
+    def scan_decode(self, spec: ScanSpec, inputs: DecodeInputs, config: dict | None = None) -> torch.Tensor:
+        """One decode step: update ``inputs.state`` and ``inputs.window`` in place, return out (batch, dim) like x."""
         raise NotImplementedError(f"backend {self.name!r} has no decode step")

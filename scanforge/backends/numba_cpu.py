@@ -175,7 +175,8 @@ class NumbaCPUBackend(Backend):
         return {k: v.to(getattr(inputs, k).dtype) for k, v in grads.items()}
 
     @codegen.rebuilds_damaged_cache
-    def scan_decode(self, spec, state, x, dt, A, B, C, D, z, dt_bias, gate, gate_threshold, window, config=None):
+    def scan_decode(self, spec, inputs, config=None):
+        state, x, dt, A, B, C, D, z, dt_bias, gate, gate_threshold, window = inputs
         batch, dim = x.shape
         module = _module(spec, (batch, dim, 1, A.shape[1]), config)  # a scan shape with L = 1
         buffers = [state, *(window or ())]

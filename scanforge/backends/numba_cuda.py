@@ -175,7 +175,8 @@ class NumbaCUDABackend(Backend):
         return {k: v.to(getattr(inputs, k).dtype) for k, v in out.items() if getattr(inputs, k) is not None}
 
     @codegen.rebuilds_damaged_cache
-    def scan_decode(self, spec, state, x, dt, A, B, C, D, z, dt_bias, gate, gate_threshold, window, config=None):
+    def scan_decode(self, spec, inputs, config=None):
+        state, x, dt, A, B, C, D, z, dt_bias, gate, gate_threshold, window = inputs
         dev = x.device
         batch, dim = x.shape
         N = A.shape[1]

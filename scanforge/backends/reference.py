@@ -57,7 +57,8 @@ class ReferenceBackend(Backend):
         dscores = None if scores is None else grads[1].to(scores.dtype)
         return grads[0].to(x.dtype), dscores
 
-    def scan_decode(self, spec, state, x, dt, A, B, C, D, z, dt_bias, gate, gate_threshold, window, config=None):
+    def scan_decode(self, spec, inputs, config=None):
+        state, x, dt, A, B, C, D, z, dt_bias, gate, gate_threshold, window = inputs
         out, new_state, new_window = selective_state_update_ref(
             state, x, dt, A, B, C, D, z, dt_bias, spec.softplus, stride=spec.stride, gate=gate,
             gate_threshold=gate_threshold, gate_mode=spec.gate_mode, window=window)

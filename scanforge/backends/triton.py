@@ -121,7 +121,8 @@ class TritonBackend(Backend):
             result[name] = (g.sum(0) if name in per_row else g).to(like.dtype)
         return result
 
-    def scan_decode(self, spec, state, x, dt, A, B, C, D, z, dt_bias, gate, gate_threshold, window, config=None):
+    def scan_decode(self, spec, inputs, config=None):
+        state, x, dt, A, B, C, D, z, dt_bias, gate, gate_threshold, window = inputs
         module = _module(spec, (*x.shape, 1, A.shape[1]), x.device, config)  # a scan shape of one step
         out = new_output(x.shape, x.dtype, x.device)
         # The kernel indexes the window's sums as contiguous arrays: a view (e.g. a slice of a larger cache) is

@@ -15,7 +15,7 @@ from ..kernels.ir import GatherSpec, Phase, ScanSpec
 from ..kernels.reference import selective_state_update_ref
 from ..ops import selective_scan, topk_gather
 from .accuracy import FORWARD_TOLERANCE, bound, failures, gather_case, reference_outputs, rel_error
-from .examples import DecodeInputs, GatherInputs
+from .examples import DecodeInputs, GatherInputs, clone_decode_inputs
 
 
 class ReferenceMismatch(AssertionError):
@@ -130,19 +130,18 @@ def _gather_errors(backend, spec: GatherSpec, inputs: GatherInputs, grads, seed,
 
 
 def _decode_errors(backend, spec: ScanSpec, inputs: DecodeInputs, configs):
-    ref_in = inputs.clone()
+    ref_in = clone_decode_inputs(inputs)
     ref_out, ref_state, ref_window = selective_state_update_ref(
         ref_in.state, *ref_in[1:9], spec.softplus, stride=spec.stride, gate=ref_in.gate,
         gate_threshold=ref_in.gate_threshold, gate_mode=spec.gate_mode, window=ref_in.window)
-    run = inputs.clone()
+    run = clone_decode_inputs(inputs)
     if configs is None:
         window = None if run.window is None else DecodeWindow(*run.window)
         out = selective_state_update(run.state, *run[1:9], spec.softplus, stride=spec.stride, gate=run.gate,
                                      gate_threshold=run.gate_threshold, gate_mode=spec.gate_mode.value,
                                      window=window, backend=backend)
     else:
-        out = backends.get(backend).scan_decode(spec, run.state, *run[1:10], run.gate_threshold, run.window,
-                                                _configs_for(configs, spec))
+        out = backends.get(backend).scan_decode(spec, run, _configs_for(configs, spec))
     pairs = {"out": (out, ref_out), "state": (run.state, ref_state)}
     for name, got, ref in zip(("acc_dt", "acc_u", "acc_B", "count"), run.window or (), ref_window or ()):
         pairs[f"window_{name}"] = (got, ref)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 
-from ..backends.base import ScanInputs
+from ..backends.base import DecodeInputs, GatherInputs, ScanInputs
 from ..kernels.ir import GatherSpec, Phase, ScanSpec
 from .accuracy import DEFAULT_HALF, random_gather_inputs, random_scan_inputs
 from .layouts import as_layout, clone_layout
@@ -29,34 +28,10 @@ DIRECTIONS = ("causal", "reverse", "bidirectional")
 EDGE_LENGTHS = (1, 2, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257)
 
 
-class GatherInputs(NamedTuple):
-    """The inputs of one top-k gather: ``x (batch, T, d)``, ``k``, ``scores (batch, T)`` or None."""
-
-    x: torch.Tensor
-    k: int
-    scores: torch.Tensor | None
-
-
-class DecodeInputs(NamedTuple):
-    """The inputs of one decode step (:func:`scanforge.selective_state_update`); state/window are updated."""
-
-    state: torch.Tensor
-    x: torch.Tensor
-    dt: torch.Tensor
-    A: torch.Tensor
-    B: torch.Tensor
-    C: torch.Tensor
-    D: torch.Tensor | None
-    z: torch.Tensor | None
-    dt_bias: torch.Tensor | None
-    gate: torch.Tensor | None
-    gate_threshold: float
-    window: tuple[torch.Tensor, ...] | None
-
-    def clone(self) -> DecodeInputs:
-        """Copies of the state and window (the tensors a step updates), with their strides and offsets."""
-        window = None if self.window is None else tuple(clone_layout(t) for t in self.window)
-        return self._replace(state=clone_layout(self.state), window=window)
+def clone_decode_inputs(inputs: DecodeInputs) -> DecodeInputs:
+    """Copies of the state and window (the tensors a step updates), with their strides and offsets."""
+    window = None if inputs.window is None else tuple(clone_layout(t) for t in inputs.window)
+    return inputs._replace(state=clone_layout(inputs.state), window=window)
 
 
 def spec_source(spec: ScanSpec | GatherSpec) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import backends
-from ..backends.base import SCAN_GRAD_NAMES, ScanInputs
+from ..backends.base import SCAN_GRAD_NAMES, DecodeInputs, ScanInputs
 from ..decode import DecodeWindow
 from ..kernels.codegen import family
 from ..kernels.ir import GatherSpec, ScanSpec
@@ -68,8 +68,9 @@ class Runner:
         """One step like :func:`scanforge.selective_state_update` (updates ``state``/``window``)."""
         spec = check_decode_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus=dt_softplus, stride=stride,
                                  gate=gate, gate_threshold=0.5, gate_mode=gate_mode, window=window)
-        return self.backend.scan_decode(spec, state, x, dt, A, B, C, D, z, dt_bias, gate, 0.5,
-                                        None if window is None else window.tensors(), self.config(spec))
+        inputs = DecodeInputs(state, x, dt, A, B, C, D, z, dt_bias, gate, 0.5,
+                              None if window is None else window.tensors())
+        return self.backend.scan_decode(spec, inputs, self.config(spec))
 
     def gather(self, x, k, scores=None, *, keep_order=True, summary=None, weight=None):
         spec = check_gather_args(x, k, scores, keep_order=keep_order, summary=summary, weight=weight)

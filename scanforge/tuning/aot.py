@@ -31,7 +31,7 @@ import torch
 
 from .. import backends
 from ..backends import numba_cuda
-from ..backends.base import ScanInputs
+from ..backends.base import DecodeInputs, ScanInputs
 from ..backends.numba_cuda import simulated
 from ..backends.triton import interpreted
 from ..kernels import codegen
@@ -251,11 +251,12 @@ def _call(backend, spec: ScanSpec | GatherSpec, shape: tuple[int, ...], config: 
         bc = (batch, groups, N) if spec.grouped else (batch, N)
         window = (_meta((batch, dim)), _meta((batch, dim)), _meta((batch, groups, N)), _meta((batch,))) \
             if spec.pooled else None
-        backend.scan_decode(spec, _meta((batch, dim, N)), _meta((batch, dim), dt), _meta((batch, dim), dt),
-                            _meta((dim, N)), _meta(bc, dt), _meta(bc, dt), _meta((dim,)) if spec.has_D else None,
-                            _meta((batch, dim), dt) if spec.has_z else None,
-                            _meta((dim,)) if spec.has_delta_bias else None,
-                            _meta((batch,)) if spec.gated else None, 0.5, window, config)
+        inputs = DecodeInputs(_meta((batch, dim, N)), _meta((batch, dim), dt), _meta((batch, dim), dt),
+                              _meta((dim, N)), _meta(bc, dt), _meta(bc, dt), _meta((dim,)) if spec.has_D else None,
+                              _meta((batch, dim), dt) if spec.has_z else None,
+                              _meta((dim,)) if spec.has_delta_bias else None,
+                              _meta((batch,)) if spec.gated else None, 0.5, window)
+        backend.scan_decode(spec, inputs, config)
         return
     inputs = _scan_inputs(spec, shape)
     if spec.phase is Phase.FORWARD:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import backends
+from ..backends.base import DecodeInputs
 from ..kernels.codegen import family
 from ..kernels.ir import GatherSpec, Phase, ScanSpec
 from ..kernels.reference import selective_state_update_ref
@@ -151,7 +152,7 @@ class _Case:
         def call(config):
             s = state.clone()
             w = None if window is None else tuple(t.clone() for t in window)
-            return backend.scan_decode(spec, s, *args, x.gate_threshold, w, config), s
+            return backend.scan_decode(spec, DecodeInputs(s, *args, x.gate_threshold, w), config), s
 
         self.call = call
         self.errors = lambda result: {"out": rel_error(result[0], ref_out), "state": rel_error(result[1], ref_state)}

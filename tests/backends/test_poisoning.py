@@ -70,7 +70,7 @@ def test_an_output_no_kernel_writes_is_poison(backend, monkeypatch):
     grads = b.scan_backward(spec, x, torch.ones_like(x.u), torch.ones_like(h_last))
     assert all(_is_poison(grads[name]) for name in ("u", "delta", "z")), {k: v.flatten()[:2] for k, v in grads.items()}
     step = random_decode_inputs(ScanSpec(phase=Phase.DECODE), 2, 8, 4, device=device)
-    assert _is_poison(b.scan_decode(ScanSpec(phase=Phase.DECODE), step.state, *step[1:10], 0.5, None))
+    assert _is_poison(b.scan_decode(ScanSpec(phase=Phase.DECODE), step))
     gspec = GatherSpec(scores_given=True, summary="mean", weight="sigmoid")
     gx, k, scores = GatherExample(gspec, 2, 9, 5, 3).inputs(device)
     out, idx, slot = b.gather_forward(gspec, gx, k, scores)

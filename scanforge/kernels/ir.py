@@ -14,10 +14,10 @@ compile gate and the testing layer read it instead of deriving it again from raw
 from __future__ import annotations
 
 import dataclasses
-import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+
+from .keys import choice, enum_token, flag, int_token, read_key, write_key
 
 
 class Direction(str, Enum):
@@ -65,9 +65,10 @@ class Weight(str, Enum):
 #: The floating dtypes a kernel may be generated for (input dtype of u / x).
 DTYPES = ("float32", "float16", "bfloat16")
 _DTYPE_TAG = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
+_DTYPE_PART = choice({tag: {"dtype": name} for name, tag in _DTYPE_TAG.items()})
 
 
-def _coerce_enum(obj, name: str, enum: type[Enum]) -> None:
+def _coerceenum_token(obj, name: str, enum: type[Enum]) -> None:
     value = getattr(obj, name)
     if isinstance(value, enum):
         return
@@ -87,64 +88,6 @@ def _check_bool(obj, names: tuple[str, ...]) -> None:
 def _check_dtype(obj) -> None:
     if obj.dtype not in DTYPES:
         raise ValueError(f"{type(obj).__name__}.dtype: expected one of {DTYPES}, got {obj.dtype!r}")
-
-
-# --- the key: one table per spec type, from which the key is both written and parsed ---------------------------
-
-@dataclass(frozen=True)
-class _KeyPart:
-    """One ``-``-separated token of a key: how it is written from a spec and read back into fields."""
-
-    pattern: str  # a regex of the token (no groups)
-    write: Callable[[object], str]  # spec -> token ("" leaves an optional token out)
-    read: Callable[[str], dict]  # token -> the fields it sets
-    optional: bool = False
-
-
-def _choice(field_values: dict[str, dict], optional: bool = False) -> _KeyPart:
-    """A token with a fixed set of spellings, each standing for some field values."""
-    def write(spec) -> str:
-        for token, values in field_values.items():
-            if all(getattr(spec, f) == v for f, v in values.items()):
-                return token
-        raise ValueError(f"spec key: no token for {spec!r}")  # unreachable for a valid spec
-
-    alternatives = "|".join(re.escape(t) for t in sorted(field_values, key=len, reverse=True) if t)
-    return _KeyPart(alternatives, write, lambda token: dict(field_values[token]), optional)
-
-
-def _flag(field: str, yes: str, no: str) -> _KeyPart:
-    return _choice({yes: {field: True}, no: {field: False}})
-
-
-def _enum(field: str, enum: type[Enum], prefix: str = "") -> _KeyPart:
-    return _choice({prefix + e.value: {field: e} for e in enum})
-
-
-_DTYPE_PART = _choice({tag: {"dtype": name} for name, tag in _DTYPE_TAG.items()})
-_STRIDE_PART = _KeyPart(r"s\d+", lambda spec: f"s{spec.stride}", lambda token: {"stride": int(token[1:])})
-
-
-def _write_key(head: str, parts: tuple[_KeyPart, ...], spec) -> str:
-    return "-".join([head] + [t for t in (p.write(spec) for p in parts) if t])
-
-
-def _key_regex(head: str, parts: tuple[_KeyPart, ...]) -> re.Pattern:
-    regex = re.escape(head)
-    for part in parts:
-        regex += f"(?:-({part.pattern}))?" if part.optional else f"-({part.pattern})"
-    return re.compile(regex)
-
-
-def _read_key(cls, head: str, parts: tuple[_KeyPart, ...], key: str):
-    m = _key_regex(head, parts).fullmatch(key)
-    if not m:
-        return None
-    fields: dict = {}
-    for part, token in zip(parts, m.groups()):
-        if token is not None:
-            fields.update(part.read(token))
-    return cls(**fields)
 
 
 @dataclass(frozen=True)
@@ -169,9 +112,9 @@ class ScanSpec:
     def __post_init__(self) -> None:
         """Every rule on how the fields combine is checked here, and only here; the argument checks of the public
         ops build the spec and let these messages, which name the ops' arguments, reach the user."""
-        _coerce_enum(self, "direction", Direction)
-        _coerce_enum(self, "gate_mode", GateMode)
-        _coerce_enum(self, "phase", Phase)
+        _coerceenum_token(self, "direction", Direction)
+        _coerceenum_token(self, "gate_mode", GateMode)
+        _coerceenum_token(self, "phase", Phase)
         _check_bool(self, ("gated", "has_D", "has_z", "has_delta_bias", "softplus", "grouped",
                            "has_initial_state", "return_last_state", "varlen"))
         _check_dtype(self)
@@ -219,7 +162,7 @@ class ScanSpec:
 
     def key(self) -> str:
         """A stable, readable identifier: equal specs give equal keys in every process."""
-        return _write_key("scan", _SCAN_KEY, self)
+        return write_key("scan", _SCAN_KEY, self)
 
     def adjoint(self) -> ScanSpec:
         """The spec the backward kernel is generated from: same variant, phase flipped to backward.
@@ -233,13 +176,13 @@ class ScanSpec:
 
 
 _SCAN_KEY = (
-    _enum("phase", Phase), _enum("direction", Direction), _STRIDE_PART,
-    _choice({"nogate": {"gated": False}, "gate-hard": {"gated": True, "gate_mode": GateMode.HARD},
+    enum_token("phase", Phase), enum_token("direction", Direction), int_token("stride", "s"),
+    choice({"nogate": {"gated": False}, "gate-hard": {"gated": True, "gate_mode": GateMode.HARD},
              "gate-soft": {"gated": True, "gate_mode": GateMode.SOFT}}),
-    _flag("has_D", "D", "noD"), _flag("has_z", "z", "noz"), _flag("has_delta_bias", "bias", "nobias"),
-    _flag("softplus", "softplus", "linear"), _flag("grouped", "grouped", "shared"), _DTYPE_PART,
-    _flag("has_initial_state", "h0", "noh0"), _flag("return_last_state", "hlast", "nohlast"),
-    _choice({"varlen": {"varlen": True}, "": {"varlen": False}}, optional=True),
+    flag("has_D", "D", "noD"), flag("has_z", "z", "noz"), flag("has_delta_bias", "bias", "nobias"),
+    flag("softplus", "softplus", "linear"), flag("grouped", "grouped", "shared"), _DTYPE_PART,
+    flag("has_initial_state", "h0", "noh0"), flag("return_last_state", "hlast", "nohlast"),
+    choice({"varlen": {"varlen": True}, "": {"varlen": False}}, optional=True),
 )
 
 
@@ -259,9 +202,9 @@ class GatherSpec:
             object.__setattr__(self, "summary", Summary.NONE)
         if self.weight is None:
             object.__setattr__(self, "weight", Weight.NONE)
-        _coerce_enum(self, "summary", Summary)
-        _coerce_enum(self, "weight", Weight)
-        _coerce_enum(self, "phase", Phase)
+        _coerceenum_token(self, "summary", Summary)
+        _coerceenum_token(self, "weight", Weight)
+        _coerceenum_token(self, "phase", Phase)
         _check_bool(self, ("scores_given", "keep_order"))
         _check_dtype(self)
         if self.phase is Phase.DECODE:
@@ -278,7 +221,7 @@ class GatherSpec:
 
     def key(self) -> str:
         """A stable, readable identifier: equal specs give equal keys in every process."""
-        return _write_key("gather", _GATHER_KEY, self)
+        return write_key("gather", _GATHER_KEY, self)
 
     def adjoint(self) -> GatherSpec:
         """The spec the backward kernel is generated from."""
@@ -288,16 +231,16 @@ class GatherSpec:
 
 
 _GATHER_KEY = (
-    _choice({"fwd": {"phase": Phase.FORWARD}, "bwd": {"phase": Phase.BACKWARD}}),
-    _flag("scores_given", "scores", "l2norm"), _flag("keep_order", "ordered", "ranked"),
-    _enum("summary", Summary, "summary-"), _enum("weight", Weight, "weight-"), _DTYPE_PART,
+    choice({"fwd": {"phase": Phase.FORWARD}, "bwd": {"phase": Phase.BACKWARD}}),
+    flag("scores_given", "scores", "l2norm"), flag("keep_order", "ordered", "ranked"),
+    enum_token("summary", Summary, "summary-"), enum_token("weight", Weight, "weight-"), _DTYPE_PART,
 )
 
 
 def spec_from_key(key: str) -> ScanSpec | GatherSpec:
     """The spec whose :meth:`~ScanSpec.key` is ``key`` (cache entries store keys, not specs)."""
     for cls, head, parts in ((ScanSpec, "scan", _SCAN_KEY), (GatherSpec, "gather", _GATHER_KEY)):
-        spec = _read_key(cls, head, parts, key)
+        spec = read_key(cls, head, parts, key)
         if spec is not None:
             return spec
     raise ValueError(f"spec key: not a scanforge spec key: {key!r}")

@@ -69,3 +69,54 @@ def test_gather_spec_key_and_validation():
     with pytest.raises(ValueError, match="weight"):
         GatherSpec(weight="softmax")
     assert spec.adjoint().phase is Phase.BACKWARD
+
+
+def _valid_scan_specs():
+    import itertools
+    for direction, stride, (gated, mode), phase, varlen, dtype, flags in itertools.product(
+            Direction, (1, 2, 13), ((False, "hard"), (True, "hard"), (True, "soft")), Phase, (False, True),
+            ("float32", "bfloat16"), itertools.product((False, True), repeat=3)):
+        try:
+            yield ScanSpec(direction=direction, stride=stride, gated=gated, gate_mode=mode, phase=phase,
+                           varlen=varlen, dtype=dtype, has_D=flags[0], has_initial_state=flags[1],
+                           return_last_state=flags[2])
+        except ValueError:
+            continue
+
+
+def test_every_valid_spec_key_parses_back_to_its_spec():
+    from scanforge.kernels.ir import spec_from_key
+    specs = list(_valid_scan_specs())
+    assert len(specs) > 300
+    for spec in specs:
+        assert spec_from_key(spec.key()) == spec
+    for summary in Summary:
+        spec = GatherSpec(summary=summary, weight="sigmoid", keep_order=False, dtype="float16").adjoint()
+        assert spec_from_key(spec.key()) == spec
+
+
+@pytest.mark.parametrize("key", ["scan-fwd-causal", "scan-fwd-causal-s1-nogate-D-z-nobias-softplus-shared-bf16-noh0-"
+                                 "nohlast-", "gather-decode-l2norm-ordered-summary-none-weight-none-f32", ""])
+def test_a_key_that_no_spec_writes_is_refused(key):
+    from scanforge.kernels.ir import spec_from_key
+    with pytest.raises(ValueError, match="not a scanforge spec key"):
+        spec_from_key(key)
+
+
+def test_the_spec_says_how_a_scan_pools_and_which_passes_it_makes():
+    from scanforge.kernels.ir import Pooling
+    assert ScanSpec().pooling is Pooling.NONE and not ScanSpec().pooled
+    assert ScanSpec(stride=4).pooling is Pooling.STRIDED and ScanSpec(stride=4).pooled
+    assert ScanSpec(gated=True).pooling is Pooling.GATED_HARD
+    assert ScanSpec(gated=True, gate_mode="soft").pooling is Pooling.GATED_SOFT
+    assert [p.code for p in Pooling] == [0, 1, 2, 3]  # the MODE numbers compiled into the Numba templates
+    assert ScanSpec().passes == (Direction.CAUSAL,) and ScanSpec().reversed_passes == (False,)
+    assert ScanSpec(direction="reverse").reversed_passes == (True,)
+    assert ScanSpec(direction="bidirectional").passes == (Direction.CAUSAL, Direction.REVERSE)
+
+
+def test_the_gather_spec_says_how_many_rows_it_returns():
+    assert GatherSpec().out_rows(5) == 5 and not GatherSpec().has_summary
+    assert GatherSpec(summary="mean_dropped").out_rows(5) == 6
+    with pytest.raises(ValueError, match="no decode step"):
+        GatherSpec(phase="decode")

@@ -33,7 +33,7 @@ def as_int(value):
 def _check_threshold(gate_threshold) -> None:
     if isinstance(gate_threshold, bool) or not isinstance(gate_threshold, numbers.Real):
         raise TypeError(f"gate_threshold: expected a float, got {gate_threshold!r}")
-    if not math.isfinite(float(gate_threshold)):
+    if not -math.inf < gate_threshold < math.inf:  # comparisons, not math.isfinite: torch.compile traces them
         raise ValueError(f"gate_threshold: expected a finite float (a gate fires where gate > gate_threshold), "
                          f"got {gate_threshold!r}")
 
@@ -100,7 +100,10 @@ def _overlaps_itself(t: torch.Tensor) -> bool:
     """Whether two indices of ``t`` may address one element. Sufficient test: ordered by stride, each
     dimension of size > 1 must step past everything the smaller-stride dimensions span (then the offsets
     are a mixed-radix number, one per index). A 0 stride (``expand``) fails it; so does an interleaved
-    ``as_strided`` view, refused as well, since telling it apart costs a scan of its offsets."""
+    ``as_strided`` view, refused as well, since telling it apart costs a scan of its offsets. Under
+    torch.compile only the 0 stride is looked for."""
+    if torch.compiler.is_compiling():  # strides may be symbolic, which sorting cannot take: the expand case
+        return any(sz > 1 and st == 0 for sz, st in zip(t.shape, t.stride()))
     span = 0  # the largest offset reached by the smaller-stride dimensions checked so far
     for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz > 1):
         if stride <= span:

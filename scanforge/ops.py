@@ -85,6 +85,19 @@ def _backward(ctx, dy, dh_last):
 _selective_scan_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+def _no_double_backward(op_name: str):
+    """An autograd formula for a backward op that refuses, in one line, to differentiate it again: without
+    one, a second gradient fails with PyTorch's message about a missing registration."""
+    def refuse(ctx, *grads):
+        raise NotImplementedError(f"{op_name}: double backward (a gradient of a gradient taken with "
+                                  f"create_graph=True) is not supported; take first-order gradients only")
+    return refuse
+
+
+_selective_scan_backward_op.register_autograd(_no_double_backward("selective_scan"),
+                                              setup_context=lambda ctx, inputs, output: None)
+
+
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, *,
                    direction="causal", stride=1, gate=None, gate_threshold=0.5, gate_mode="hard",
                    initial_state=None, return_last_state=False, cu_seqlens=None, backend=None):
@@ -163,6 +176,8 @@ def _gather_backward(ctx, gout, _gidx, _gslot):
 
 
 _topk_gather_op.register_autograd(_gather_backward, setup_context=_gather_setup_context)
+_topk_gather_backward_op.register_autograd(_no_double_backward("topk_gather"),
+                                           setup_context=lambda ctx, inputs, output: None)
 
 
 def topk_gather(x, k, scores=None, *, keep_order=True, summary=None, weight=None, backend=None):

@@ -169,12 +169,19 @@ def run(args) -> int:
     suite = not (args.config and configs is None)  # a cache file: verify its entries only
     cases = conformance.plan(names, quick=args.quick, deep=args.deep, examples=args.examples,
                              seed=args.seed) if suite else []
+    results = []
     for name in names:  # the kernels' compile (or disk-cache load) time, outside the table's rows
-        seconds = first_call_seconds(name)
+        start = time.perf_counter()
+        try:
+            seconds = first_call_seconds(name)
+        except Exception as e:  # noqa: BLE001 - a backend under test that fails is a row, never an abort
+            results.append(Result(Case(name, "reference", "selective_scan", "first call (causal, D, z)"), "error",
+                                  seconds=time.perf_counter() - start,
+                                  message=f"{type(e).__name__}: {str(e)[:300]} (its first causal scan and backward)"))
+            continue
         if seconds:
             console.print(f"first call on {name}: forward {seconds[0]:.1f} s, backward {seconds[1]:.1f} s "
                           f"(compiling the kernels, or loading them from the disk cache)")
-    results = []
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("scanforge check", total=len(cases) + len(entries))
 

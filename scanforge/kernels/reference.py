@@ -34,6 +34,27 @@ def _per_channel(BC: torch.Tensor, dim: int) -> torch.Tensor:
     return BC.repeat_interleave(dim // BC.shape[1], dim=1)
 
 
+def _keep(acc: torch.Tensor, reset: torch.Tensor) -> torch.Tensor:
+    """``(1 - reset) * acc``, exactly zero where ``reset == 1``: a reset window starts empty even when it
+    held an inf (``inf * 0`` would leave NaN in every later window)."""
+    return torch.where(reset == 1, torch.zeros_like(acc), (1 - reset) * acc)
+
+
+def _gated_mix(g_soft, gate_threshold, gate_mode, update, h):
+    """The state after a gated step: ``g * update + (1 - g) * h``, but exactly ``h`` where g == 0 and exactly
+    ``update`` where g == 1 (no ``0 * inf``: a held step does not read a window holding an inf). In "hard"
+    mode g is the hard decision and the gradient is the straight-through estimator: d/dgate = update - h."""
+    g = (g_soft > gate_threshold).to(torch.float64) if gate_mode is GateMode.HARD else g_soft
+    g = g.unsqueeze(-1)
+    mixed = torch.where(g == 1, update, torch.where(g == 0, h, g * update + (1 - g) * h))
+    if g_soft.requires_grad:  # where g is exactly 0 or 1, d/dgate = update - h comes from this term
+        diff = (update - h).detach()
+        diff = torch.where(torch.isfinite(diff), diff, torch.zeros_like(diff))
+        edge = (g == 0) | (g == 1)
+        mixed = mixed + torch.where(edge, (g_soft - g_soft.detach()).unsqueeze(-1) * diff, torch.zeros_like(diff))
+    return mixed
+
+
 def _scan_one_way(u, dt, A, B, C, gate, gate_threshold, gate_mode, stride, h0):
     """Causal scan core (no D, no z) with strided / gated pooling. Returns (y_core, h_last).
 
@@ -46,6 +67,9 @@ def _scan_one_way(u, dt, A, B, C, gate, gate_threshold, gate_mode, stride, h0):
     and the straight-through estimator ``hard + gate - gate.detach()`` for the mix in the
     backward (the reset stays hard); in "soft" mode g is the gate itself in both. A soft gate
     that is exactly 0 or 1 therefore gives the hard result.
+    Non-finite values follow IEEE arithmetic of this recurrence: a held step leaves h untouched and
+    a reset window starts from zeros (never ``0 * inf``), so an inf reaches the state only when its
+    window fires, and a window after it starts clean.
     """
     batch, dim, L = u.shape
     h = torch.zeros(batch, dim, A.shape[1], dtype=torch.float64, device=u.device) if h0 is None else h0
@@ -66,17 +90,13 @@ def _scan_one_way(u, dt, A, B, C, gate, gate_threshold, gate_mode, stride, h0):
             fire = (t + 1) % stride == 0 or t == L - 1
             if fire:
                 h = update
-                acc_dt, acc_u, acc_B, count = acc_dt * 0, acc_u * 0, acc_B * 0, count * 0
+                acc_dt, acc_u, acc_B, count = (torch.zeros_like(a) for a in (acc_dt, acc_u, acc_B, count))
         else:
             g_soft = gate[:, t : t + 1]
-            hard = (g_soft > gate_threshold).to(torch.float64)
-            if gate_mode is GateMode.HARD:
-                g_mix, g_reset = hard + g_soft - g_soft.detach(), hard
-            else:
-                g_mix = g_reset = g_soft
-            h = g_mix.unsqueeze(-1) * update + (1 - g_mix.unsqueeze(-1)) * h
-            keep = 1 - g_reset
-            acc_dt, acc_u, acc_B, count = acc_dt * keep, acc_u * keep, acc_B * keep.unsqueeze(-1), count * keep
+            h = _gated_mix(g_soft, gate_threshold, gate_mode, update, h)
+            g_reset = (g_soft > gate_threshold).to(torch.float64) if gate_mode is GateMode.HARD else g_soft
+            acc_dt, acc_u, count = (_keep(a, g_reset) for a in (acc_dt, acc_u, count))
+            acc_B = _keep(acc_B, g_reset.unsqueeze(-1))
         ys.append((C[..., t] * h).sum(-1))
     return torch.stack(ys, dim=-1), h
 
@@ -169,13 +189,14 @@ def selective_state_update_ref(state, x, dt, A, B, C, D=None, z=None, dt_bias=No
         update = (torch.exp(acc_dt.unsqueeze(-1) * A64) * h
                   + (acc_dt * acc_u / count[:, None]).unsqueeze(-1) * mean_B)
         if gate is None:
-            mix = reset = (count >= stride).to(torch.float64)
+            reset = (count >= stride).to(torch.float64)
+            h = torch.where(reset[:, None, None] == 1, update, h)
         else:
-            hard = (_f64(gate) > gate_threshold).to(torch.float64)
-            mix, reset = (hard, hard) if GateMode(gate_mode) is GateMode.HARD else (_f64(gate), _f64(gate))
-        h = mix[:, None, None] * update + (1 - mix[:, None, None]) * h
-        keep = 1 - reset
-        new_window = (acc_dt * keep[:, None], acc_u * keep[:, None], acc_B * keep[:, None, None], count * keep)
+            g64 = _f64(gate)
+            h = _gated_mix(g64[:, None], gate_threshold, GateMode(gate_mode), update, h)
+            reset = (g64 > gate_threshold).to(torch.float64) if GateMode(gate_mode) is GateMode.HARD else g64
+        new_window = (_keep(acc_dt, reset[:, None]), _keep(acc_u, reset[:, None]), _keep(acc_B, reset[:, None, None]),
+                      _keep(count, reset))
     out = (Cc * h).sum(-1)
     if D is not None:
         out = out + _f64(D) * x64

@@ -33,7 +33,7 @@ def as_int(value):
 def _check_threshold(gate_threshold) -> None:
     if isinstance(gate_threshold, bool) or not isinstance(gate_threshold, numbers.Real):
         raise TypeError(f"gate_threshold: expected a float, got {gate_threshold!r}")
-    if not math.isfinite(float(gate_threshold)):
+    if not -math.inf < gate_threshold < math.inf:  # comparisons, not math.isfinite: torch.compile traces them
         raise ValueError(f"gate_threshold: expected a finite float (a gate fires where gate > gate_threshold), "
                          f"got {gate_threshold!r}")
 
@@ -94,6 +94,46 @@ def _check_unit_interval(name: str, t: torch.Tensor) -> None:
     if not (0.0 <= low.item() and high.item() <= 1.0):
         raise ValueError(f"{name}: expected values in [0, 1], got min {low.item():.4g}, max {high.item():.4g} "
                          f"({_describe(t)})")
+
+
+def _overlaps_itself(t: torch.Tensor) -> bool:
+    """Whether two indices of ``t`` may address one element. Sufficient test: ordered by stride, each
+    dimension of size > 1 must step past everything the smaller-stride dimensions span (then the offsets
+    are a mixed-radix number, one per index). A 0 stride (``expand``) fails it; so does an interleaved
+    ``as_strided`` view, refused as well, since telling it apart costs a scan of its offsets. Under
+    torch.compile only the 0 stride is looked for."""
+    if torch.compiler.is_compiling():  # strides may be symbolic, which sorting cannot take: the expand case
+        return any(sz > 1 and st == 0 for sz, st in zip(t.shape, t.stride()))
+    span = 0  # the largest offset reached by the smaller-stride dimensions checked so far
+    for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz > 1):
+        if stride <= span:
+            return True
+        span += (size - 1) * stride
+    return False
+
+
+def _byte_range(t: torch.Tensor) -> tuple[int, int, int]:
+    start = t.storage_offset()
+    extent = sum((sz - 1) * st for sz, st in zip(t.shape, t.stride()))
+    return t.untyped_storage().data_ptr(), start * t.element_size(), (start + extent + 1) * t.element_size()
+
+
+def check_in_place(written, read) -> None:
+    """An op that writes ``written`` (name, tensor) in place refuses a tensor whose elements overlap (an
+    expanded state would have every batch row write the same memory) and one that shares memory with
+    another argument (a kernel would read what it already wrote). Checked before any kernel runs."""
+    for name, t in written:
+        if t.numel() > 1 and _overlaps_itself(t):
+            raise ValueError(f"{name}: expected a tensor whose elements do not overlap in memory (it is updated "
+                             f"in place), got {_describe(t)}, strides {tuple(t.stride())}; pass .clone() of it")
+    if torch.compiler.is_compiling():
+        return  # fake tensors have no memory; the self-overlap test above needs only strides
+    ranges = [(name, t, _byte_range(t)) for name, t in (*written, *read) if t is not None]
+    for i, (name, t, (base, lo, hi)) in enumerate(ranges[: len(written)]):
+        for other, _, (obase, olo, ohi) in ranges[:i] + ranges[i + 1:]:
+            if base == obase and lo < ohi and olo < hi:
+                raise ValueError(f"{name}: expected memory of its own (it is updated in place), got {_describe(t)}"
+                                 f" sharing memory with {other}; pass .clone() of one of them")
 
 
 def check_scan_args(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, *, delta_softplus, direction,
@@ -260,6 +300,12 @@ def check_decode_args(state, x, dt, A, B, C, D, z, dt_bias, *, dt_softplus, stri
             _dtype(name, t, (torch.float32,), "window sums are float32")
     _check_devices((("state", state), ("dt", dt), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z),
                     ("dt_bias", dt_bias), ("gate", gate)), x, "x")
+    written = [("state", state)]
+    if window is not None:
+        written += [("window.acc_dt", window.acc_dt), ("window.acc_u", window.acc_u), ("window.acc_B", window.acc_B),
+                    ("window.count", window.count)]
+    check_in_place(written, (("x", x), ("dt", dt), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z),
+                             ("dt_bias", dt_bias), ("gate", gate)))
     return spec
 
 

@@ -194,3 +194,28 @@ def gather_examples(spec: GatherSpec, *, max_batch: int = 3, max_T: int = 200, m
 def gather_inputs(spec: GatherSpec, *, device: str | torch.device = "cpu", **sizes):
     """:class:`GatherInputs` for ``spec`` on ``device`` (sizes and knobs: :func:`gather_examples`)."""
     return gather_examples(spec, **sizes).map(lambda example: example.inputs(device))
+
+
+#: The inputs :func:`nonfinite_scan_inputs` may put an infinity in.
+NONFINITE_INPUTS = ("u", "delta", "B", "C")
+
+
+def nonfinite_scan_inputs(spec: ScanSpec, *, device: str | torch.device = "cpu",
+                          inputs: Sequence[str] = NONFINITE_INPUTS, **sizes):
+    """:class:`ScanInputs` as :func:`scan_inputs` draws them, then one element of one of ``inputs`` set to
+    +inf or -inf (delta: +inf only; the rule: IEEE arithmetic of the recurrence, README "Non-finite values").
+    Kept apart from :func:`scan_inputs` so that the finite draws stay as they were."""
+    st = _st()
+    _check_names("inputs", list(inputs), NONFINITE_INPUTS)
+
+    @st.composite
+    def draw(draw):
+        x = draw(scan_inputs(spec, device=device, **sizes))
+        name = draw(st.sampled_from(list(inputs)))
+        t = getattr(x, name).clone()  # the drawn memory layout is kept
+        position = draw(st.integers(0, t.numel() - 1))
+        signs = [1.0] if name == "delta" else [1.0, -1.0]  # dt is a time step: -inf is none
+        t[torch.unravel_index(torch.tensor(position), t.shape)] = draw(st.sampled_from(signs)) * float("inf")
+        return x._replace(**{name: t})
+
+    return draw()

@@ -114,13 +114,22 @@ def _usable(source: str, data: dict | None, backend: str) -> dict:
         return {}
     here = fingerprint(backend)
     if data["fingerprint"] != here:
-        _warn_once(source, f"{source} was tuned for {data['fingerprint']}, not this machine ({here})")
+        difference = fingerprint_difference(data["fingerprint"], here)
+        _warn_once(source, f"{source} was tuned for another fingerprint ({difference})")
         return {}
     entries = {k: e for k, e in data["entries"].items() if _fits_space(backend, e)}
     if len(entries) < len(data["entries"]):
         bad = sorted(set(data["entries"]) - set(entries))
         _warn_once(source + "#space", f"{source}: entries {bad[:3]} are not configs of the current search space")
     return entries
+
+
+def fingerprint_difference(tuned: dict, here: dict) -> str:
+    """What differs between a cache file's fingerprint and this machine's, part by part (a changed kernel
+    template shows as ``kernels``, another GPU as ``device``)."""
+    parts = sorted(set(tuned) | set(here), key=str)
+    return "; ".join(f"{p}: {tuned.get(p, '(none)')!r} there, {here.get(p, '(none)')!r} here"
+                     for p in parts if tuned.get(p) != here.get(p))
 
 
 def load_entries(backend: str) -> dict[str, dict]:

@@ -94,6 +94,16 @@ def test_a_bad_cache_file_is_refused_with_one_warning(content, message):
         assert config_for("numba_cpu", SPEC, SHAPE) == default_config("numba_cpu", SPEC)
 
 
+def test_a_cache_tuned_for_other_kernel_templates_is_refused_naming_what_changed():
+    """A cache written before the templates changed was timed on other kernel sources: never used for these."""
+    old = dict(fingerprint("numba_cpu"), kernels="0123456789ab")
+    entry = {"spec": SPEC.key(), "bucket": list(cache.bucket(SHAPE)), "config": _config(LAYOUT="scalar", BLOCK_D=2)}
+    _write_user_file({"schema": SCHEMA_VERSION, "fingerprint": old,
+                      "entries": {cache.entry_key(SPEC, cache.bucket(SHAPE)): entry}})
+    with pytest.warns(UserWarning, match=r"another fingerprint \(kernels: '0123456789ab' there, '[0-9a-f]+' here\)"):
+        assert config_for("numba_cpu", SPEC, SHAPE) == default_config("numba_cpu", SPEC)
+
+
 def test_import_refuses_a_file_of_another_fingerprint_with_one_warning(tmp_path):
     cache.store("numba_cpu", SPEC, SHAPE, _config(LAYOUT="scalar", BLOCK_D=2))
     data = json.loads(cache.user_file("numba_cpu").read_text())

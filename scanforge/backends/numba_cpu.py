@@ -23,6 +23,7 @@ from ..kernels import codegen
 from ..kernels.ir import GatherSpec, ScanSpec
 from .base import Backend, ScanInputs, new_output
 from .configs import config_for, default_config
+from .host import empty_last_state, group_count, no_last_state_cotangent, scan_shape, scores_learn, sequence_rows
 
 
 def _serial_work(default: float = float(1 << 22)) -> float:
@@ -69,10 +70,9 @@ def _run(kernel, work: int, tasks: int, *args) -> None:
 
 def _tasks(module, inputs: ScanInputs) -> int:
     """The parallel tasks of a scan kernel: one per (sequence, group, block of channels)."""
-    batch, dim, _ = inputs.u.shape
-    G = inputs.B.shape[1] if inputs.B.dim() == 4 else 1
-    rows = batch if inputs.cu_seqlens is None else inputs.cu_seqlens.numel() - 1
-    return rows * G * -(-(dim // G) // module.BLOCK_D)
+    dim = inputs.u.shape[1]
+    G = group_count(inputs.B)
+    return sequence_rows(inputs) * G * -(-(dim // G) // module.BLOCK_D)
 
 
 def _out(shape, dtype: torch.dtype = torch.float32) -> np.ndarray:
@@ -112,10 +112,6 @@ def _module(spec: ScanSpec | GatherSpec, shape: tuple[int, ...], config: dict | 
     return codegen.load(spec, "numba_cpu", {**default_config("numba_cpu", spec), **config})
 
 
-def _scan_shape(inputs: ScanInputs) -> tuple[int, ...]:
-    return (*inputs.u.shape, inputs.A.shape[1])
-
-
 def _common(inputs: ScanInputs):
     x = inputs
     packed = x.cu_seqlens is not None
@@ -139,19 +135,19 @@ class NumbaCPUBackend(Backend):
         N = inputs.A.shape[1]
         y = _out((batch, dim, L))
         h_last = _out((batch, dim, N) if spec.return_last_state else (0, 0, 0))
-        module = _module(spec, _scan_shape(inputs), config)
+        module = _module(spec, scan_shape(inputs), config)
         _run(module.scan_forward, batch * dim * L * N, _tasks(module, inputs), *_common(inputs), spec.softplus,
              float(inputs.gate_threshold), y, h_last)
-        h = torch.from_numpy(h_last) if spec.return_last_state else inputs.u.new_empty((0,), dtype=torch.float32)
+        h = torch.from_numpy(h_last) if spec.return_last_state else empty_last_state(inputs.u)
         return torch.from_numpy(y).to(inputs.u.dtype), h
 
     @codegen.rebuilds_damaged_cache
     def scan_backward(self, spec, inputs, dy, dh_last, config=None):
-        module = _module(spec.adjoint(), _scan_shape(inputs), config)
+        module = _module(spec.adjoint(), scan_shape(inputs), config)
         batch, dim, L = inputs.u.shape
         N = inputs.A.shape[1]
-        G = inputs.B.shape[1] if inputs.B.dim() == 4 else 1
-        rows = batch if inputs.cu_seqlens is None else inputs.cu_seqlens.numel() - 1
+        G = group_count(inputs.B)
+        rows = sequence_rows(inputs)
         blocks = G * -(-(dim // G) // module.BLOCK_D)  # partials: per block of channels of one group
         f32 = dict(dtype=np.float32)
         seq = (batch, dim, L)
@@ -161,7 +157,7 @@ class NumbaCPUBackend(Backend):
                    dD=np.zeros((rows, dim), **f32), dbias=np.zeros((rows, dim), **f32),
                    dgate=np.zeros((blocks, batch, L), **f32),
                    dh0=np.zeros((batch, dim, N) if spec.has_initial_state else (0, 0, 0), **f32))
-        no_dh = not spec.return_last_state or dh_last is None or dh_last.numel() == 0
+        no_dh = not spec.return_last_state or no_last_state_cotangent(dh_last)
         _run(module.scan_backward, 4 * batch * dim * L * N, _tasks(module, inputs), *_common(inputs), spec.softplus,
              float(inputs.gate_threshold), _np(dy), _np(None, (0, 0, 0)) if no_dh else _np(dh_last), *out.values())
         t = {k: torch.from_numpy(v) for k, v in out.items()}
@@ -208,7 +204,7 @@ class NumbaCPUBackend(Backend):
     def gather_backward(self, spec, x, k, scores, slot, gout, config=None):
         module = _module(spec.adjoint(), (*x.shape, k), config)
         dx = _out(x.shape)
-        learned = scores is not None and spec.weight.value == "sigmoid"
+        learned = scores_learn(spec, scores)
         dscores = _out(scores.shape if learned else (0, 0))
         _run(module.gather_backward, x.numel(), x.shape[0], _np(x), _np(scores, (0, 0)), k, slot.contiguous().numpy(),
              _np(gout), dx, dscores)

@@ -19,6 +19,15 @@ from ..kernels import codegen
 from ..kernels.ir import GatherSpec, ScanSpec
 from .base import Backend, ScanInputs, new_output
 from .configs import config_for
+from .host import (
+    empty_last_state,
+    group_count,
+    longest_sequence,
+    no_last_state_cotangent,
+    scan_shape,
+    scores_learn,
+    sequence_rows,
+)
 
 _F32 = torch.float32
 
@@ -84,16 +93,6 @@ def _scan_args(inputs: ScanInputs) -> tuple:
             _f32(x.delta_bias, dev), _f32(x.gate, dev), _f32(x.initial_state, dev), bounds)
 
 
-def _rows(inputs: ScanInputs) -> int:
-    return inputs.u.shape[0] if inputs.cu_seqlens is None else inputs.cu_seqlens.numel() - 1
-
-
-def _longest(inputs: ScanInputs) -> int:
-    if inputs.cu_seqlens is None:
-        return inputs.u.shape[2]
-    return int(inputs.cu_seqlens.diff().max().item())
-
-
 class NumbaCUDABackend(Backend):
     name = "numba_cuda"
     requires = "numba"
@@ -131,23 +130,23 @@ class NumbaCUDABackend(Backend):
         u = inputs.u
         batch, dim, L = u.shape
         N = inputs.A.shape[1]
-        module = _module(spec, (batch, dim, L, N), config)
+        module = _module(spec, scan_shape(inputs), config)
         y = new_output((batch, dim, L), _F32, u.device)
         h_last = _buffer((batch, dim, N), _F32, u.device, spec.return_last_state)
-        _launch(module.forward, _rows(inputs) * dim, module.THREADS, u.device, *_scan_args(inputs),
+        _launch(module.forward, sequence_rows(inputs) * dim, module.THREADS, u.device, *_scan_args(inputs),
                 np.float32(inputs.gate_threshold), y, h_last)
-        return y.to(u.dtype), h_last if spec.return_last_state else u.new_empty((0,), dtype=_F32)
+        return y.to(u.dtype), h_last if spec.return_last_state else empty_last_state(u)
 
     @codegen.rebuilds_damaged_cache
     def scan_backward(self, spec, inputs, dy, dh_last, config=None):
         u, dev = inputs.u, inputs.u.device
         batch, dim, L = u.shape
         N = inputs.A.shape[1]
-        G = inputs.B.shape[1] if inputs.B.dim() == 4 else 1
-        rows = _rows(inputs)
-        module = _module(spec.adjoint(), (batch, dim, L, N), config)
+        G = group_count(inputs.B)
+        rows = sequence_rows(inputs)
+        module = _module(spec.adjoint(), scan_shape(inputs), config)
         passes = len(spec.passes)
-        chunks = -(-_longest(inputs) // module.CHUNK)
+        chunks = -(-longest_sequence(inputs) // module.CHUNK)
         scratch = (torch.empty((passes, rows * dim, chunks, 2 * N + 3), dtype=_F32, device=dev),
                    torch.empty((batch, dim, L), dtype=_F32, device=dev))
         out = dict(u=new_output(u.shape, _F32, dev), delta=new_output(u.shape, _F32, dev),
@@ -160,7 +159,7 @@ class NumbaCUDABackend(Backend):
                    initial_state=_buffer((batch, dim, N), _F32, dev, spec.has_initial_state))
         if not spec.return_last_state:
             dh = _f32(None, dev)
-        elif dh_last is None or dh_last.numel() == 0:
+        elif no_last_state_cotangent(dh_last):
             dh = torch.zeros((batch, dim, N), dtype=_F32, device=dev)
         else:
             dh = _f32(dh_last, dev)
@@ -234,7 +233,7 @@ class NumbaCUDABackend(Backend):
         module = _module(spec.adjoint(), (batch, T, d, k), config)
         xf, slot_c, gf = _f32(x, dev), slot.contiguous(), _f32(gout, dev)
         sigmoid = spec.weight.value == "sigmoid"
-        learned = scores is not None and sigmoid
+        learned = scores_learn(spec, scores)
         w, radial = (torch.empty((batch, T), dtype=_F32, device=dev) for _ in range(2))
         dscores = _buffer((batch, T), _F32, dev, learned)
         if sigmoid:

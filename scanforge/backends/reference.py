@@ -7,6 +7,7 @@ import torch
 from ..kernels.ir import GatherSpec, ScanSpec
 from ..kernels.reference import selective_scan_ref, selective_state_update_ref, topk_gather_ref
 from .base import SCAN_GRAD_NAMES, Backend, ScanInputs
+from .host import empty_last_state, no_last_state_cotangent
 
 
 def _run(spec: ScanSpec, x: ScanInputs, tensors) -> tuple[torch.Tensor, ...]:
@@ -24,7 +25,7 @@ class ReferenceBackend(Backend):
 
     def scan_forward(self, spec, inputs, config=None):
         out = _run(spec, inputs, inputs.tensors)
-        h_last = out[1] if spec.return_last_state else inputs.u.new_empty((0,))
+        h_last = out[1] if spec.return_last_state else empty_last_state(inputs.u)
         return out[0].to(inputs.u.dtype), h_last.to(torch.float32)
 
     def scan_backward(self, spec, inputs, dy, dh_last, config=None):
@@ -39,7 +40,7 @@ class ReferenceBackend(Backend):
         out, vjp = torch.func.vjp(outputs, *[t.detach().to(torch.float64) for t in originals])
         cotangents = [dy.to(torch.float64)]
         if spec.return_last_state:
-            no_dh = dh_last is None or not dh_last.numel()
+            no_dh = no_last_state_cotangent(dh_last)
             cotangents.append(torch.zeros_like(out[1]) if no_dh else dh_last.to(torch.float64))
         grads = vjp(tuple(cotangents))
         return {name: g.to(t.dtype) for name, g, t in zip(present, grads, originals)}

@@ -9,6 +9,7 @@ from ..kernels.ir import GatherSpec, ScanSpec
 from . import triton_interpreter
 from .base import Backend, ScanInputs, new_output
 from .configs import config_for
+from .host import empty_last_state, no_last_state_cotangent, scan_shape, scores_learn, sequence_rows
 
 
 def _module(spec: ScanSpec | GatherSpec, shape: tuple[int, ...], device: torch.device, config: dict | None):
@@ -19,14 +20,10 @@ def _module(spec: ScanSpec | GatherSpec, shape: tuple[int, ...], device: torch.d
     return codegen.load(spec, "triton", config)
 
 
-def _scan_shape(inputs: ScanInputs) -> tuple[int, ...]:
-    return (*inputs.u.shape, inputs.A.shape[1])
-
-
 def _scan_config(spec: ScanSpec, inputs: ScanInputs, config: dict | None) -> dict:
     """The tiling config, with BLOCK_D shrunk to a divisor of dim / G for grouped B/C (a channel
     block must read a single group)."""
-    config = dict(config or config_for("triton", spec, _scan_shape(inputs)))
+    config = dict(config or config_for("triton", spec, scan_shape(inputs)))
     if spec.grouped:
         per_group = inputs.u.shape[1] // inputs.B.shape[1]
         block = config["BLOCK_D"]
@@ -75,9 +72,9 @@ class TritonBackend(Backend):
         N = inputs.A.shape[1]
         y = new_output((batch, dim, L), u.dtype, u.device)
         h_last = (new_output((batch, dim, N), torch.float32, u.device) if spec.return_last_state
-                  else u.new_empty((0,), dtype=torch.float32))
+                  else empty_last_state(u))
         h0 = None if inputs.initial_state is None else inputs.initial_state.contiguous()
-        module = _module(spec, _scan_shape(inputs), u.device, _scan_config(spec, inputs, config))
+        module = _module(spec, scan_shape(inputs), u.device, _scan_config(spec, inputs, config))
         module.launch_forward(*inputs.tensors[:9], inputs.gate_threshold, h0, y, h_last, cu_seqlens=inputs.cu_seqlens)
         return y, h_last
 
@@ -85,7 +82,7 @@ class TritonBackend(Backend):
         u, A = inputs.u, inputs.A
         _, dim, _ = u.shape
         N = A.shape[1]
-        rows = u.shape[0] if inputs.cu_seqlens is None else inputs.cu_seqlens.numel() - 1  # sequences
+        rows = sequence_rows(inputs)
         f32 = dict(dtype=torch.float32, device=u.device)
         two_pass = len(spec.passes) == 2  # its passes add into du, ddelta, dz: keep fp32
         seq_dtype = torch.float32 if two_pass else u.dtype
@@ -106,12 +103,12 @@ class TritonBackend(Backend):
             grads["initial_state"] = new_output((rows, dim, N), **f32)
         if spec.gated:
             grads["gate"] = torch.zeros(inputs.gate.shape, **f32)
-        if spec.return_last_state and (dh_last is None or dh_last.numel() == 0):
+        if spec.return_last_state and no_last_state_cotangent(dh_last):
             dh_last = torch.zeros((rows, dim, N), **f32)
         dh_last = dh_last.contiguous() if spec.return_last_state else None
         h0 = None if inputs.initial_state is None else inputs.initial_state.contiguous()
         adjoint = spec.adjoint()
-        module = _module(adjoint, _scan_shape(inputs), u.device, _scan_config(adjoint, inputs, config))
+        module = _module(adjoint, scan_shape(inputs), u.device, _scan_config(adjoint, inputs, config))
         module.launch_backward(*inputs.tensors[:9], inputs.gate_threshold, h0, dy, dh_last, grads,
                                cu_seqlens=inputs.cu_seqlens)
         per_row = {"A", "D", "delta_bias"}
@@ -146,7 +143,7 @@ class TritonBackend(Backend):
     def gather_backward(self, spec, x, k, scores, slot, gout, config=None):
         module = _module(spec.adjoint(), (*x.shape, k), x.device, config)
         dx = new_output(x.shape, x.dtype, x.device)
-        learned = scores is not None and spec.weight.value == "sigmoid"
+        learned = scores_learn(spec, scores)
         dscores = new_output(scores.shape, torch.float32, x.device) if learned else None
         module.launch_backward(x, k, scores, slot, gout, dx, dscores)
         if scores is None:

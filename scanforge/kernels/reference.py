@@ -36,8 +36,13 @@ def _per_channel(BC: torch.Tensor, dim: int) -> torch.Tensor:
 
 def _keep(acc: torch.Tensor, reset: torch.Tensor) -> torch.Tensor:
     """``(1 - reset) * acc``, exactly zero where ``reset == 1``: a reset window starts empty even when it
-    held an inf (``inf * 0`` would leave NaN in every later window)."""
-    return torch.where(reset == 1, torch.zeros_like(acc), (1 - reset) * acc)
+    held an inf (``inf * 0`` would leave NaN in every later window). A soft gate's reset is differentiable:
+    where it is exactly 1, d/dreset = -acc still flows (a finite acc; the value stays exactly zero)."""
+    kept = torch.where(reset == 1, torch.zeros_like(acc), (1 - reset) * acc)
+    if reset.requires_grad:
+        finite = torch.where(torch.isfinite(acc), acc, torch.zeros_like(acc)).detach()
+        kept = kept + torch.where(reset == 1, -(reset - reset.detach()) * finite, torch.zeros_like(acc))
+    return kept
 
 
 def _gated_mix(g_soft, gate_threshold, gate_mode, update, h):

@@ -53,10 +53,7 @@ def test_reference_gated_holds_without_reading_an_inf_window(gate_mode):
 @pytest.mark.parametrize("backend", backends_for())
 @pytest.mark.parametrize("direction", ["causal", "reverse", "bidirectional"])
 @pytest.mark.parametrize("name,value", [("u", INF), ("u", -INF), ("delta", INF), ("B", INF), ("C", INF)])
-def test_every_backend_agrees_with_the_reference_on_inf(backend, direction, name, value, request):
-    if backend == "numba_cpu" and name == "u":
-        request.applymarker(pytest.mark.xfail(strict=True, reason="numba_cpu adds 0 * u for an absent D "
-                                              "(templates/numba_cpu/channels_common.j2 _store_chunk): 0 * inf = NaN"))
+def test_every_backend_agrees_with_the_reference_on_inf(backend, direction, name, value):
     x = {k: v.to(device_of(backend)) for k, v in _issue_inputs(name, value).items()}
     ref = selective_scan_ref(**x, direction=direction)
     _same_nonfinite(sf.selective_scan(**x, direction=direction, backend=backend), ref)
@@ -65,8 +62,6 @@ def test_every_backend_agrees_with_the_reference_on_inf(backend, direction, name
 @pytest.mark.parametrize("backend", [b for b in backends_for() if b.values[0] != "reference"])
 @pytest.mark.parametrize("options", [dict(stride=2), dict(gate=torch.tensor([[1.0, 0.0, 1.0, 1.0]]))],
                          ids=["strided", "gated"])
-@pytest.mark.xfail(strict=True, reason="the kernels reset a pooled window by multiplying it by (1 - fire), "
-                                       "so an inf pooled in one window leaves NaN in the next (README)")
 def test_pooled_kernels_reset_windows_without_multiplying(backend, options):
     x = {k: v.to(device_of(backend)) for k, v in _issue_inputs("B").items()}
     options = {k: v.to(device_of(backend)) if isinstance(v, torch.Tensor) else v for k, v in options.items()}

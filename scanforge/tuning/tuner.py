@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import optuna
 
 from .. import backends
-from ..testing.conformance import verify_config
+from ..testing.gate import verify_config
 from . import aot, cache, fleet
 from .configs import default_config
 from .fingerprint import fingerprint, fingerprint_id
@@ -40,6 +40,7 @@ from .storage import (  # noqa: F401 - default_storage and open_storage are publ
     open_storage,
     unmeasured,
 )
+from .targets import GPU_BACKENDS, device_target
 from .trials import Comparison, Interrupted, Task, TrialResult
 
 #: A tuned config must beat the default by this fraction in the interleaved re-timing (and by more than
@@ -136,7 +137,7 @@ class _Objective:
         self.measured_now = 0
         # On a GPU the compiler decides what fits: a config that fails to compile, spills or is
         # under the warps floor for this device is pruned before it is timed.
-        self.target = aot.device_target() if task.backend in aot.GPU_BACKENDS and \
+        self.target = device_target() if task.backend in GPU_BACKENDS and \
             backends.get(task.backend).runs_on_gpu() else None
         self.wait_seconds = _wait_seconds(runner)
 

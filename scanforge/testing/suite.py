@@ -139,8 +139,7 @@ def _run_reference(case: Case, configs) -> Result:
     device = device_of(case.backend)
     inputs, source = _reference_inputs(case, spec, device)
     try:
-        errors = assert_matches_reference(case.backend, spec, inputs, configs=configs,
-                                          variant=case.name)
+        errors = assert_matches_reference(case.backend, spec, inputs, configs=configs, variant=case.name)
     except ReferenceMismatch as e:
         body = (f"spec = {spec_source(spec)}\ninputs = {source}\n"
                 f"assert_matches_reference({case.backend!r}, spec, inputs, configs=configs, variant={case.name!r})")

@@ -143,3 +143,105 @@ def test_the_checker_sees_a_violation():
     assert _violation("scanforge.newthing", "scanforge.ops")
     assert _violation("scanforge.tuning.trials", "scanforge.testing.accuracy") is None
     assert _violation("scanforge.integrations.transformers", "scanforge.backends") is None
+
+
+# ---------------------------------------------------------------------------------------------- one job per module
+
+#: Lines a module may have: a longer one does several jobs (DESIGN.md, "Conventions"). The experiments are
+#: end-to-end scripts, outside the rule.
+MAX_LINES = 300
+#: Modules allowed past :data:`MAX_LINES`, each with the ceiling it may not pass and why it is not split yet.
+LONG_MODULES = {
+    # The spec types and the field table of their keys: one job, split with the IR's rework (issue 27, item 1).
+    "scanforge.kernels.ir": 320,
+    # The table of metamorphic laws: data, one entry per law; a new law is one more entry.
+    "scanforge.testing.laws": 340,
+}
+
+
+def _lines(module: str) -> int:
+    return len(MODULES[module].read_text().splitlines())
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if _unit(m) != "experiments"))
+def test_a_module_does_one_job(module):
+    limit = LONG_MODULES.get(module, MAX_LINES)
+    assert _lines(module) <= limit, (
+        f"{MODULES[module].relative_to(PACKAGE.parent)} has {_lines(module)} lines (at most {limit}): split it by job")
+
+
+def test_the_long_modules_are_still_long():
+    """An exception that is no longer needed is removed, so the list stays the truth."""
+    assert all(_lines(m) > MAX_LINES for m in LONG_MODULES), {m: _lines(m) for m in LONG_MODULES}
+
+
+# ---------------------------------------------------------------------------------------------- private names
+
+#: ``(module, private name it may reach into another module for)``, each with why. None today.
+PRIVATE_REACH: set[tuple[str, str]] = set()
+
+
+def _dotted(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute) and (base := _dotted(node.value)):
+        return f"{base}.{node.attr}"
+    return None
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _private_reaches(module: str) -> list[tuple[str, int, str]]:
+    """``(other module, line, private name)`` for each ``from other import _name`` and each ``other._name``
+    (``other`` a scanforge module bound by an import) in ``module``."""
+    path = MODULES[module]
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    tree = ast.parse(path.read_text())
+    bound: dict[str, str] = {}  # local name -> the scanforge module it stands for
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target != "scanforge" and not target.startswith("scanforge."):
+                continue
+            for alias in node.names:
+                if f"{target}.{alias.name}" in MODULES:
+                    bound[alias.asname or alias.name] = f"{target}.{alias.name}"
+                elif _private(alias.name):
+                    found.append((target, node.lineno, alias.name))
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == "scanforge" or alias.name.startswith("scanforge."):
+                    bound[alias.asname or "scanforge"] = alias.name if alias.asname else "scanforge"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _private(node.attr) and (owner := _dotted(node.value)):
+            head, _, rest = owner.partition(".")
+            if head in bound:
+                target = ".".join(filter(None, (bound[head], rest)))
+                if target in MODULES and target != module:
+                    found.append((target, node.lineno, node.attr))
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_reach_into_another_modules_private_names(module):
+    bad = [f"{MODULES[module].relative_to(PACKAGE.parent)}:{line}: {target}.{name}"
+           for target, line, name in _private_reaches(module) if (module, name) not in PRIVATE_REACH]
+    assert not bad, "a private name is its module's own business: make it public or move the code\n" + "\n".join(bad)
+
+
+def test_the_private_name_checker_sees_a_reach(tmp_path, monkeypatch):
+    """Both forms are found: ``from x import _name`` and ``x._name`` on an imported scanforge module."""
+    source = tmp_path / "probe.py"
+    source.write_text("from scanforge.tuning import aot\nfrom scanforge.backends.numba_cuda import _launch\n"
+                      "import scanforge.kernels.codegen as cg\n\naot._compile_numba\ncg._load\nx = object()\nx._y\n")
+    monkeypatch.setitem(MODULES, "scanforge.probe", source)
+    assert sorted(_private_reaches("scanforge.probe")) == [
+        ("scanforge.backends.numba_cuda", 2, "_launch"), ("scanforge.kernels.codegen", 6, "_load"),
+        ("scanforge.tuning.aot", 5, "_compile_numba")]

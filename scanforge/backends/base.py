@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import os
 import platform
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import metadata
 from typing import NamedTuple
@@ -66,6 +70,72 @@ class GatherInputs(NamedTuple):
 
 #: Names of the differentiable scan inputs, in the order of ScanInputs and of the gradients.
 SCAN_GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "gate", "initial_state")
+
+
+@dataclass
+class Launch:
+    """One kernel launch as a backend makes it, recorded instead of run (the compile gate compiles it for a
+    target GPU with exactly these arguments)."""
+
+    backend: str
+    kernel: object  # triton JITFunction or numba CUDADispatcher
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+    threads: int = 0  # numba: threads per block
+
+    @property
+    def name(self) -> str:
+        fn = getattr(self.kernel, "py_func", None) or getattr(self.kernel, "fn", self.kernel)
+        return fn.__name__
+
+
+class LaunchRecorder:
+    """Where a backend's launches go while :meth:`Backend.recording_launches` is open: the backend's launch
+    path asks :meth:`record` first and launches only when it returns False."""
+
+    def __init__(self, backend: str):
+        self.backend = backend
+        self._open: ContextVar[tuple[list[Launch], list[Callable[[], None]]] | None] = ContextVar(
+            f"{backend}_recording", default=None)
+
+    @contextlib.contextmanager
+    def recording(self, launches: list[Launch]) -> Iterator[list[Launch]]:
+        undo: list[Callable[[], None]] = []
+        token = self._open.set((launches, undo))
+        try:
+            yield launches
+        finally:
+            self._open.reset(token)
+            for restore in reversed(undo):
+                restore()
+
+    @property
+    def active(self) -> bool:
+        return self._open.get() is not None
+
+    def record(self, kernel, args: tuple, kwargs: dict | None = None, threads: int = 0) -> bool:
+        """Record a launch if recording (True), else do nothing (False: the caller launches)."""
+        state = self._open.get()
+        if state is None:
+            return False
+        state[0].append(Launch(self.backend, kernel, tuple(args), dict(kwargs or {}), threads))
+        return True
+
+    def on_close(self, restore: Callable[[], None]) -> None:
+        """Run ``restore`` when the recording closes (e.g. to put back a kernel replaced by :meth:`stand_in`)."""
+        self._open.get()[1].append(restore)
+
+    def stand_in(self, kernel) -> object:
+        """An object launched like ``kernel[grid](*args, **kwargs)`` that records the launch instead."""
+        return _RecordingKernel(self, kernel)
+
+
+class _RecordingKernel:
+    def __init__(self, recorder: LaunchRecorder, kernel):
+        self.recorder, self.kernel = recorder, kernel
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self.recorder.record(self.kernel, args, kwargs)
 
 
 def poison_outputs() -> bool:
@@ -200,6 +270,12 @@ class Backend(ABC):
                         slot: torch.Tensor, gout: torch.Tensor,
                         config: dict | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return ``(dx, dscores)``; dscores is None when scores were not given."""
+
+    def recording_launches(self, launches: list[Launch]) -> contextlib.AbstractContextManager:
+        """A context in which this backend's kernel launches are appended to ``launches`` instead of run (inputs
+        may then be ``meta`` tensors): how the compile gate sees every kernel exactly as the op launches it."""
+        raise NotImplementedError(f"backend {self.name!r} cannot record its kernel launches: the offline compile "
+                                  "gate supports backends that implement Backend.recording_launches")
 
     def scan_decode(self, spec: ScanSpec, inputs: DecodeInputs, config: dict | None = None) -> torch.Tensor:
         """One decode step: update ``inputs.state`` and ``inputs.window`` in place, return out (batch, dim) like x."""

@@ -17,7 +17,7 @@ import torch
 
 from ..kernels import codegen
 from ..kernels.ir import GatherSpec, ScanSpec
-from .base import Backend, ScanInputs, new_output
+from .base import Backend, LaunchRecorder, ScanInputs, new_output
 from .configs import config_for
 from .host import (
     empty_last_state,
@@ -30,6 +30,8 @@ from .host import (
 )
 
 _F32 = torch.float32
+#: Open while the compile gate records this backend's launches (``NumbaCudaBackend.recording_launches``).
+_recorder = LaunchRecorder("numba_cuda")
 
 
 def simulated() -> bool:
@@ -66,7 +68,10 @@ def _buffer(shape, dtype: torch.dtype, device: torch.device, present: bool = Tru
 
 def _launch(kernel, work: int, threads: int, device: torch.device, *args) -> None:
     """Launch a grid-stride kernel over ``work`` items: on torch's current stream on a GPU; in the
-    simulator as one block (each block is a batch of Python threads; the loops cover the rest)."""
+    simulator as one block (each block is a batch of Python threads; the loops cover the rest). While
+    launches are recorded, the launch is recorded instead."""
+    if _recorder.record(kernel, args, threads=threads):
+        return
     if device.type == "cpu":
         kernel[1, max(1, min(threads, work))](*map(_arg, args))
         return
@@ -106,6 +111,9 @@ class NumbaCUDABackend(Backend):
 
     def runs_on_gpu(self) -> bool:
         return not simulated() and torch.cuda.is_available()
+
+    def recording_launches(self, launches):
+        return _recorder.recording(launches)
 
     def unsupported_reason(self, spec, device):
         if simulated():

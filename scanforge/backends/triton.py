@@ -7,17 +7,30 @@ import torch
 from ..kernels import codegen
 from ..kernels.ir import GatherSpec, ScanSpec
 from . import triton_interpreter
-from .base import Backend, ScanInputs, new_output
+from .base import Backend, LaunchRecorder, ScanInputs, new_output
 from .configs import config_for
 from .host import empty_last_state, no_last_state_cotangent, scan_shape, scores_learn, sequence_rows
 
+#: Open while the compile gate records this backend's launches (``TritonBackend.recording_launches``).
+_recorder = LaunchRecorder("triton")
+
 
 def _module(spec: ScanSpec | GatherSpec, shape: tuple[int, ...], device: torch.device, config: dict | None):
+    """The kernel module of spec; while launches are recorded, its kernels record instead of running (put
+    back when the recording closes)."""
     if device.type == "cpu":
         triton_interpreter.install()
     if config is None:
         config = config_for("triton", spec, shape)
-    return codegen.load(spec, "triton", config)
+    module = codegen.load(spec, "triton", config)
+    if _recorder.active:
+        from triton.runtime.jit import JITFunction  # loaded by the module above
+
+        for name, kernel in list(vars(module).items()):
+            if isinstance(kernel, JITFunction):
+                setattr(module, name, _recorder.stand_in(kernel))
+                _recorder.on_close(lambda name=name, kernel=kernel: setattr(module, name, kernel))
+    return module
 
 
 def _scan_config(spec: ScanSpec, inputs: ScanInputs, config: dict | None) -> dict:
@@ -51,6 +64,9 @@ class TritonBackend(Backend):
 
     def runs_on_gpu(self) -> bool:
         return not interpreted()
+
+    def recording_launches(self, launches):
+        return _recorder.recording(launches)
 
     def unsupported_reason(self, spec, device):
         wanted = "cpu" if interpreted() else "cuda"

@@ -12,13 +12,15 @@ from rich.progress import Progress
 from rich.table import Table
 
 from ..testing.config_file import family_configs
-from ..tuning import aot, bounds, compile_plan
+from ..tuning import bounds, compile_plan
+from ..tuning.cuda_tools import find_tool
+from ..tuning.targets import GPU_BACKENDS, TARGETS, WARPS_FLOOR
 from .common import positive_int
 from .tune import parse_shape
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", action="append", help=f"GPU architecture, repeatable: {', '.join(aot.TARGETS)} "
+    p.add_argument("--target", action="append", help=f"GPU architecture, repeatable: {', '.join(TARGETS)} "
                    "(default: sm_80 and sm_90)")
     p.add_argument("--backend", action="append", help="triton or numba_cuda, repeatable (default: both)")
     p.add_argument("--op", action="append", choices=list(compile_plan.KINDS), help="only this kind of kernel")
@@ -70,7 +72,7 @@ def run(args) -> int:
         shapes = [parse_shape(s) for s in args.shapes]
     if args.jobs is not None and args.jobs < 1:
         raise ValueError(f"--jobs: expected an int >= 1, got {args.jobs}")
-    jobs = compile_plan.plan(args.backend or aot.GPU_BACKENDS, args.target or ("sm_80", "sm_90"), kinds=args.op,
+    jobs = compile_plan.plan(args.backend or GPU_BACKENDS, args.target or ("sm_80", "sm_90"), kinds=args.op,
                              variants=args.variant, phases=args.phase, dtypes=args.dtype or ("float32", "bfloat16"),
                              shapes=shapes, configs=configs, space=args.space,
                              config_source=f"--config {args.config}")
@@ -78,14 +80,14 @@ def run(args) -> int:
         raise ValueError("nothing to compile: the filters select no kernel")
     for tool in ("ptxas", "cuobjdump"):
         try:
-            aot.find_tool(tool)
+            find_tool(tool)
         except FileNotFoundError as e:
             raise ValueError(str(e)) from None
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("compiling", total=len(jobs))
         rows = compile_plan.run(jobs, args.jobs, on_rows=lambda _: progress.advance(task))
     print_table(rows, console, "scanforge compile: registers, spills, shared memory and resident warps per SM "
-                               f"(floors: {aot.WARPS_FLOOR})")
+                               f"(floors: {WARPS_FLOOR})")
     failed = [r for r in rows if r["verdict"] != "ok" and not r["verdict"].startswith("not implemented")]
     if args.json:
         floors = bounds.floors_for(rows)

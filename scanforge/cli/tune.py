@@ -19,10 +19,11 @@ from rich.table import Table
 
 from .. import backends
 from ..kernels.variants import DEFAULT_WORKLOAD, GATHER_VARIANTS, SCAN_VARIANTS, variant_spec
-from ..tuning import aot, compile_plan
+from ..tuning import compile_plan, targets
 from ..tuning.plots import plot_study
 from ..tuning.spaces import space_for
 from ..tuning.storage import redact
+from ..tuning.targets import GPU_BACKENDS
 from ..tuning.timing import NOISY
 from ..tuning.trials import Interrupted, Task, TrialRunner
 from ..tuning.tuner import Outcome, open_storage, tune
@@ -156,10 +157,10 @@ def dry_run(args, console: Console) -> int:
     """``--dry-run --target T``: compile every config of each study's space for T, list the feasible ones."""
     if not args.target:
         raise ValueError("--dry-run: name the GPU to plan for with --target (e.g. --target sm_90)")
-    target = aot.target(args.target).name
+    target = targets.target(args.target).name
     backend = args.backend or "triton"
-    if backend not in aot.GPU_BACKENDS:
-        raise ValueError(f"--dry-run --target: --backend must be one of {list(aot.GPU_BACKENDS)}, got {backend!r}")
+    if backend not in GPU_BACKENDS:
+        raise ValueError(f"--dry-run --target: --backend must be one of {list(GPU_BACKENDS)}, got {backend!r}")
     tasks, _ = build_tasks(backend, args.op, args.variant, args.shapes, args.dtype, args.phase, for_gpu=True)
     jobs = [compile_plan.Job(backend, t.label, dataclasses.replace(t.spec, dtype="float32"), t.shape,
                              tuple(sorted(c.items())), (t.spec.dtype,), (target,))

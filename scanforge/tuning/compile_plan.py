@@ -15,11 +15,15 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
+from ..backends.base import Launch
 from ..kernels.codegen import family
 from ..kernels.ir import GatherSpec, Phase, ScanSpec
 from ..kernels.variants import DECODE_VARIANTS, GATHER_VARIANTS, SCAN_VARIANTS
 from . import aot
+from .capture import capture
+from .cuda_tools import check_compiling_process, compile_environment
 from .spaces import space_for
+from .targets import GPU_BACKENDS, Target, target
 from .worker import sigint_blocked
 
 #: (op table, phases, default shape) per kind of kernel: the GPU default workload's typical shapes
@@ -67,10 +71,10 @@ def plan(backends: Iterable[str], targets: Iterable[str], *, kinds: Iterable[str
          configs: Mapping[str, Mapping] | None = None, space: bool = False,
          config_source: str = "--config") -> list[Job]:
     """The jobs for the selection (None: everything); ``space`` compiles every config of each family's space."""
-    targets = tuple(aot.target(t).name for t in targets)
+    targets = tuple(target(t).name for t in targets)
     for b in backends:
-        if b not in aot.GPU_BACKENDS:
-            raise ValueError(f"--backend: expected one of {list(aot.GPU_BACKENDS)}, got {b!r}")
+        if b not in GPU_BACKENDS:
+            raise ValueError(f"--backend: expected one of {list(GPU_BACKENDS)}, got {b!r}")
     known = {v for table, _, _ in KINDS.values() for v in table}
     unknown = sorted(set(variants or ()) - known)
     if unknown:
@@ -115,12 +119,12 @@ def config_text(config: Mapping) -> str:
 _numba_memo: dict[tuple, aot.KernelReport] = {}
 
 
-def _compile(launch: aot.Launch, tgt: aot.Target) -> aot.KernelReport:
+def _compile(launch: Launch, tgt: Target) -> aot.KernelReport:
     """Compile a launch, once per (kernel, argument types, target) for Numba (its kernels take
     float32 whatever the op's dtype); Triton keeps its own on-disk cache."""
     if launch.backend != "numba_cuda":
         return aot.compile_launch(launch, tgt)
-    key = (launch.kernel.py_func.__module__, launch.name, tuple(map(str, map(aot._numba_type, launch.args))),
+    key = (launch.kernel.py_func.__module__, launch.name, tuple(map(str, map(aot.numba_type, launch.args))),
            launch.threads, tgt.name)
     if key not in _numba_memo:
         _numba_memo[key] = aot.compile_launch(launch, tgt)
@@ -129,7 +133,7 @@ def _compile(launch: aot.Launch, tgt: aot.Target) -> aot.KernelReport:
 
 def run_job(job: Job) -> list[dict]:
     """Compile a job: one row per (dtype, kernel launch, target)."""
-    aot.check_compiling_process()
+    check_compiling_process()
     config = dict(job.config)
     rows = []
     for dtype in job.dtypes:
@@ -137,7 +141,7 @@ def run_job(job: Job) -> list[dict]:
         base = dict(backend=job.backend, variant=job.variant, phase=job.phase, dtype=dtype,
                     shape="x".join(map(str, job.shape)), config=config, family=family(spec))
         try:
-            launches = aot.capture(job.backend, spec, job.shape, config)
+            launches = capture(job.backend, spec, job.shape, config)
         except NotImplementedError as e:
             rows.append({**base, "kernel": "-", "target": "-", "error": None, "verdict": f"not implemented: {e}"})
             continue
@@ -147,7 +151,7 @@ def run_job(job: Job) -> list[dict]:
             continue
         for launch in launches:
             for name in job.targets:
-                report = _compile(launch, aot.target(name))
+                report = _compile(launch, target(name))
                 rows.append({**base, **report.as_dict(), "verdict": aot.verdict(family(spec), report)})
     return rows
 
@@ -161,7 +165,7 @@ def run(jobs: list[Job], workers: int | None = None, on_rows: Callable[[list[dic
     the jobs not started (the running ones end quietly)."""
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
     saved = {k: os.environ.get(k) for k in ("TRITON_INTERPRET", "NUMBA_ENABLE_CUDASIM", "TRITON_DEFAULT_FP_FUSION")}
-    os.environ.update({k: v for k, v in aot.compile_environment().items() if k in saved})
+    os.environ.update({k: v for k, v in compile_environment().items() if k in saved})
     results: dict[int, list[dict]] = {}
     try:
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),

@@ -12,7 +12,6 @@ or ``KeyboardInterrupt``), and the tuner records the trial as interrupted, to be
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 import time
 import traceback
@@ -22,22 +21,10 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import backends
-from ..backends.base import DecodeInputs
 from ..kernels.codegen import family
-from ..kernels.ir import GatherSpec, Phase, ScanSpec
-from ..kernels.reference import selective_state_update_ref
-from ..testing.accuracy import (
-    FORWARD_TOLERANCE,
-    GRAD_TOLERANCE,
-    gather_case,
-    gather_errors,
-    passes,
-    random_gather_inputs,
-    random_scan_inputs,
-    rel_error,
-    scan_case,
-    scan_errors,
-)
+from ..kernels.ir import GatherSpec, ScanSpec
+from ..testing.accuracy import FORWARD_TOLERANCE, GRAD_TOLERANCE, passes
+from ..testing.opkinds import op_kind
 from .timing import Timing, measure_for, spread
 
 
@@ -94,68 +81,14 @@ class Comparison:
     rounds: int
 
 
-def _groups(spec: ScanSpec, dim: int) -> int:
-    return next((g for g in (4, 3, 2) if dim % g == 0), 1) if spec.grouped else 1
-
-
 class _Case:
-    """The prepared inputs of a task: the call to time (given a config) and the errors of a run."""
+    """The prepared inputs of a task: the call to time (given a config) and the errors of a run (its op kind's
+    :meth:`~scanforge.testing.opkinds.OpKind.prove`, the reference computed once)."""
 
     def __init__(self, task: Task, seed: int):
-        self.task, spec, device = task, task.spec, task.device
-        backend = backends.get(task.backend)
-        if isinstance(spec, GatherSpec):
-            batch, T, d, k = task.shape
-            fwd = dataclasses.replace(spec, phase=Phase.FORWARD)
-            x, scores = random_gather_inputs(fwd, batch, T, d, device=device, seed=seed)
-            case = gather_case(fwd, x, k, scores, grads=spec.phase is Phase.BACKWARD, seed=seed + 1)
-            if spec.phase is Phase.FORWARD:
-                self.call = lambda config: backend.gather_forward(fwd, x, k, scores, config)
-                self.errors = lambda result: gather_errors(case, result[0], result[1])
-            else:
-                slot = backend.gather_forward(fwd, x, k, scores)[2]
-                self.call = lambda config: backend.gather_backward(fwd, x, k, scores, slot, case.gout, config)
-                self.errors = lambda result: {n: e for n, e in gather_errors(case, case.out, case.idx, result).items()
-                                              if n.startswith("grad_")}
-        elif spec.phase is Phase.DECODE:
-            self._decode(task, backend, seed)
-        else:
-            batch, dim, L, N = task.shape
-            fwd = dataclasses.replace(spec, phase=Phase.FORWARD)
-            inputs = random_scan_inputs(fwd, batch, dim, L, N, groups=_groups(spec, dim), device=device, seed=seed)
-            case = scan_case(fwd, inputs, grads=spec.phase is Phase.BACKWARD, seed=seed + 1)
-            if spec.phase is Phase.FORWARD:
-                self.call = lambda config: backend.scan_forward(fwd, inputs, config)
-                self.errors = lambda result: scan_errors(case, *result)
-            else:
-                self.call = lambda config: backend.scan_backward(fwd, inputs, case.dy, case.dh, config)
-                self.errors = lambda result: {n: e for n, e in scan_errors(case, case.y, case.h_last, result).items()
-                                              if n.startswith("grad_")}
-
-    def _decode(self, task: Task, backend, seed: int) -> None:
-        """A decode step reads and updates its state in place: every call gets fresh clones."""
-        spec, (batch, dim, _, N) = task.spec, task.shape
-        fwd = dataclasses.replace(spec, phase=Phase.FORWARD)
-        x = random_scan_inputs(fwd, batch, dim, 1, N, groups=_groups(spec, dim), device=task.device, seed=seed)
-        gen = torch.Generator().manual_seed(seed + 1)
-        state = torch.randn(batch, dim, N, generator=gen).to(task.device)
-        G = x.B.shape[1] if spec.grouped else 1
-        window = (torch.rand(batch, dim, generator=gen), torch.randn(batch, dim, generator=gen),
-                  torch.randn(batch, G, N, generator=gen), torch.randint(0, spec.stride, (batch,), generator=gen))
-        window = tuple(t.to(task.device, torch.float32) for t in window) if spec.pooled else None
-        args = (x.u[..., 0], x.delta[..., 0], x.A, x.B[..., 0], x.C[..., 0], x.D,
-                None if x.z is None else x.z[..., 0], x.delta_bias, None if x.gate is None else x.gate[:, 0])
-        ref_out, ref_state, _ = selective_state_update_ref(
-            state, *args[:8], spec.softplus, stride=spec.stride, gate=args[8], gate_mode=spec.gate_mode,
-            window=window)
-
-        def call(config):
-            s = state.clone()
-            w = None if window is None else tuple(t.clone() for t in window)
-            return backend.scan_decode(spec, DecodeInputs(s, *args, x.gate_threshold, w), config), s
-
-        self.call = call
-        self.errors = lambda result: {"out": rel_error(result[0], ref_out), "state": rel_error(result[1], ref_state)}
+        kind = op_kind(task.spec)
+        inputs = kind.inputs(task.spec, task.shape, device=task.device, seed=seed)
+        self.call, self.errors = kind.prove(backends.get(task.backend), task.spec, inputs, seed=seed + 1)
 
 
 def _describe_failure(errors: dict[str, float], dtype: str) -> str:

@@ -18,29 +18,26 @@ only if it beats it by more than :data:`MIN_GAIN` and more than the noise of tha
 
 from __future__ import annotations
 
-import math
-import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import optuna
 
-from .. import backends
-from ..testing.conformance import verify_config
-from . import aot, cache, fleet
+from ..testing.gate import verify_config
+from . import cache, fleet
 from .configs import default_config
 from .fingerprint import fingerprint, fingerprint_id
+from .objective import Objective, TrialFailed, wait_seconds
+from .outcome import Outcome, finished, summarize
 from .samplers import make_sampler
-from .spaces import SearchSpace, config_key, space_for
-from .storage import (  # noqa: F401 - default_storage and open_storage are public here too
+from .spaces import config_key, space_for
+from .storage import (  # noqa: F401 - default_storage, interrupted and open_storage are public here too
     default_storage,
-    grace_seconds,
     interrupted,
     open_storage,
     unmeasured,
 )
-from .trials import Comparison, Interrupted, Task, TrialResult
+from .trials import Comparison, Task
 
 #: A tuned config must beat the default by this fraction in the interleaved re-timing (and by more than
 #: the re-timing's noise, the spread of its rounds' ratios).
@@ -49,61 +46,9 @@ MIN_GAIN = 0.02
 SUGGESTIONS_PER_TRIAL = 10
 
 
-class TrialFailed(Exception):
-    """A config that did not compile, was wrong, or timed out (Optuna records the trial as FAIL)."""
-
-
-@dataclass
-class Outcome:
-    """What tuning one task found."""
-
-    task: Task
-    study_name: str
-    config: dict  # the config now used for the task (the default if nothing beat it)
-    default: dict
-    seconds: float | None  # its median time, re-timed against the default
-    default_seconds: float | None
-    trials: int = 0  # configs measured (complete + failed)
-    complete: int = 0
-    failed: int = 0
-    pruned: int = 0  # suggestions that broke a constraint
-    repeated: int = 0  # suggestions of a config already measured (its result reused)
-    failures: dict[str, int] = field(default_factory=dict)  # reason -> count
-    interrupted: int = 0  # trials stopped from outside (not measurements; their configs are measured again)
-    remeasured: int = 0  # measurements of configs an earlier interruption had left unmeasured
-    noisy: int = 0  # measured configs whose timing repeats disagreed by more than timing.NOISY
-    measured_now: int = 0  # configs this run measured (the rest of `trials` came from earlier runs)
-    stopped: str = ""  # why the search ended
-    noise: float | None = None  # spread of the best-vs-default re-timing's ratios
-    accepted: bool = False  # whether a tuned config beat the default and was stored
-    note: str = ""  # why nothing was cached (or what to know about the winner)
-
-    @property
-    def speedup(self) -> float:
-        if self.seconds and self.default_seconds:
-            return self.default_seconds / self.seconds
-        return math.nan
-
-
 def study_name(task: Task) -> str:
     shape = "x".join(map(str, cache.bucket(task.shape)))
     return f"{fingerprint_id(fingerprint(task.backend))}|{task.spec.key()}|{shape}"
-
-
-def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
-    return study.get_trials(deepcopy=False, states=done)
-
-
-def _measured(study: optuna.Study, timeout: float | None = None) -> list[optuna.trial.FrozenTrial]:
-    """The finished trials that ran a config: not pruned, not a repeat, not interrupted."""
-    return fleet.measured(study, timeout)
-
-
-def _wait_seconds(runner) -> float:
-    """How long a worker may wait for another's trial: a trial's timeout, twice, and the heartbeat's grace."""
-    timeouts = [getattr(r, "timeout", None) or 0 for r in getattr(runner, "runners", [runner])]
-    return 2 * max(timeouts + [300.0]) + grace_seconds()
 
 
 def _measure_again_first(study: optuna.Study, timeout: float | None) -> None:
@@ -113,7 +58,7 @@ def _measure_again_first(study: optuna.Study, timeout: float | None) -> None:
     waiting = {config_key(t.system_attrs.get("fixed_params", {}))
                for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))}
     again: dict[tuple, dict] = {}
-    for t in _finished(study):
+    for t in finished(study):
         key = config_key(t.params)
         if t.params and unmeasured(t, timeout) and key not in done and key not in waiting:
             again.setdefault(key, dict(t.params))
@@ -121,112 +66,7 @@ def _measure_again_first(study: optuna.Study, timeout: float | None) -> None:
         study.enqueue_trial(config, user_attrs={"remeasure": True})
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else ""
-
-
-class _Objective:
-    """Suggest a config, skip what is infeasible or already measured, run the rest."""
-
-    def __init__(self, task: Task, space: SearchSpace, runner, on_trial: Callable | None, budget: int):
-        self.task, self.space, self.runner, self.on_trial, self.budget = task, space, runner, on_trial, budget
-        self.timeout = getattr(runner, "timeout", None)
-        self.feasible = {config_key(c) for c in space.grid(task.shape)}
-        self.measured_now = 0
-        # On a GPU the compiler decides what fits: a config that fails to compile, spills or is
-        # under the warps floor for this device is pruned before it is timed.
-        self.target = aot.device_target() if task.backend in aot.GPU_BACKENDS and \
-            backends.get(task.backend).runs_on_gpu() else None
-        self.wait_seconds = _wait_seconds(runner)
-
-    @staticmethod
-    def _mark_interrupted(trial: optuna.Trial, why: str) -> None:
-        try:  # the storage itself may be what failed
-            trial.set_user_attr("interrupted", why)
-            trial.set_user_attr("reason", f"interrupted: {why}")
-        except Exception:  # noqa: BLE001 - the heartbeat then fails the trial without a reason: interrupted too
-            pass
-
-    def __call__(self, trial: optuna.Trial) -> float:
-        config = {name: trial.suggest_categorical(name, list(choices)) for name, choices in self.space.params.items()}
-        trial.set_user_attr("config", config)
-        trial.set_user_attr("worker", fleet.WORKER)
-        broken = self.space.violated(config, self.task.shape)
-        if broken:
-            trial.set_user_attr("reason", f"constraint: {broken}")
-            raise optuna.TrialPruned(f"violates {broken}")
-        why = self.target and aot.infeasible(self.task.backend, self.task.spec, self.task.shape, config, self.target)
-        if why:
-            self.feasible.discard(config_key(config))
-            trial.set_user_attr("reason", f"compile: {why}")
-            raise optuna.TrialPruned(f"compile: {why}")
-        if len(_measured(trial.study, self.timeout)) >= self.budget:
-            # Another worker reached the budget while this one was between trials, and may already have
-            # judged the study's best: a config measured now could beat it, and the hosts disagree.
-            trial.study.stop()
-            trial.set_user_attr("reason", f"budget: {self.budget} configs measured (--trials)")
-            raise optuna.TrialPruned(trial.user_attrs["reason"])
-        earlier = fleet.claim(trial, self.wait_seconds, self.timeout)  # None: this trial measures the config
-        if earlier is not None:
-            trial.set_user_attr("duplicate_of", earlier.number)
-            if earlier.state == optuna.trial.TrialState.FAIL:
-                trial.set_user_attr("reason", earlier.user_attrs.get("reason", "failed"))
-                raise TrialFailed(trial.user_attrs["reason"])
-            return earlier.value
-        try:
-            result: TrialResult = self.runner.run(self.task, config)
-        except (KeyboardInterrupt, Interrupted) as e:
-            self._mark_interrupted(trial, _first_line(e) or "stopped by the user (Ctrl-C)")
-            raise
-        except BaseException as e:  # the tuning process failed mid-trial: not the config's fault
-            self._mark_interrupted(trial, f"the tuning process failed ({type(e).__name__}: {_first_line(e)})")
-            raise
-        self.measured_now += 1
-        trial.set_user_attr("wall_seconds", round(result.wall_seconds, 3))
-        if self.on_trial:
-            self.on_trial(trial.number, config, result)
-        if not result.ok:
-            if result.timed_out_after is not None:
-                trial.set_user_attr("timed_out_after", result.timed_out_after)
-            trial.set_user_attr("reason", result.reason)
-            raise TrialFailed(result.reason)
-        trial.set_user_attr("errors", {k: v for k, v in result.errors.items() if v == v})
-        trial.set_user_attr("spread", round(result.spread, 4))
-        if result.noisy:
-            trial.set_user_attr("noisy", True)
-        return result.seconds
-
-    def exhausted(self, study: optuna.Study) -> bool:
-        return self.feasible <= fleet.tried(study, self.timeout)  # measured, or being measured by another worker
-
-
-_WHERE = re.compile(r" \([\w.]+:\d+\)$")  # the "(file.py:12)" of a reason: one row per kind of failure
-
-
-def _summarize(outcome: Outcome, study: optuna.Study, timeout: float | None) -> None:
-    outcome.trials = len(_measured(study, timeout))
-    for t in _finished(study):
-        if t.state == optuna.trial.TrialState.PRUNED:
-            outcome.pruned += not t.user_attrs.get("reason", "").startswith("budget:")  # none of the config's fault
-        elif interrupted(t):
-            outcome.interrupted += 1
-        elif unmeasured(t, timeout):
-            continue  # timed out under a shorter limit than this run's: measured again, counted there
-        elif "duplicate_of" in t.user_attrs:
-            outcome.repeated += 1
-        else:
-            outcome.remeasured += "remeasure" in t.user_attrs
-            if t.state == optuna.trial.TrialState.COMPLETE:
-                outcome.complete += 1
-                outcome.noisy += bool(t.user_attrs.get("noisy"))
-            else:
-                outcome.failed += 1
-                reason = _WHERE.sub("", t.user_attrs.get("reason") or "failed")[:300]
-                outcome.failures[reason] = outcome.failures.get(reason, 0) + 1
-
-
-def _optimize(study: optuna.Study, objective: _Objective, suggestions: int, done: Callable[[], bool],
+def _optimize(study: optuna.Study, objective: Objective, suggestions: int, done: Callable[[], bool],
               workers: int) -> None:
     """Run the search until ``done()``. A worker that another took for dead (its heartbeat later than the
     grace period, on an overloaded machine) finds its trial failed when it reports the result: that trial
@@ -274,26 +114,26 @@ def tune(task: Task, runner, *, trials: int = 20, budget_seconds: float | None =
     if not space.params:
         outcome.note = "nothing to tune: the family has no parameters"
         return outcome
-    objective = _Objective(task, space, runner, on_trial, trials)
+    objective = Objective(task, space, runner, on_trial, trials)
     timeout = objective.timeout
     if not study.trials and sampler != "grid":
         study.enqueue_trial(default, skip_if_exists=True)  # the baseline, measured like any other config, first
     fleet.settle(study, 0)  # fail the trials of workers that died since the study was last used
     _measure_again_first(study, timeout)
-    remaining = trials - len(_measured(study, timeout))
+    remaining = trials - len(fleet.measured(study, timeout))
     deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
     if on_plan:
         on_plan(max(0, min(remaining, len(objective.feasible - fleet.tried(study, timeout)))))
 
     def done() -> bool:
-        return len(_measured(study, timeout)) >= trials or objective.exhausted(study) or (
+        return len(fleet.measured(study, timeout)) >= trials or objective.exhausted(study) or (
             deadline is not None and time.monotonic() > deadline)
 
     if remaining > 0 and not objective.exhausted(study):
         # Pruned and repeated suggestions cost no measurement: allow many, bounded all the same.
         _optimize(study, objective, SUGGESTIONS_PER_TRIAL * remaining + space.size, done, getattr(runner, "size", 1))
-    left = fleet.settle(study, _wait_seconds(runner)) if accept else []  # other workers' trials end first
-    _summarize(outcome, study, timeout)
+    left = fleet.settle(study, wait_seconds(runner)) if accept else []  # other workers' trials end first
+    summarize(outcome, study, timeout)
     outcome.measured_now = objective.measured_now
     if outcome.trials >= trials:
         outcome.stopped = f"{trials} configs measured (--trials)"

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from scanforge.kernels.variants import DECODE_VARIANTS, GATHER_VARIANTS, SCAN_VARIANTS
-from scanforge.tuning import aot, compile_plan
+from scanforge.tuning import compile_plan, cuda_tools, targets
 
 
 def _scanforge(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess:
@@ -38,7 +38,8 @@ def test_gate_every_kernel_compiles_without_spills_and_reaches_the_warps_floor(g
 def test_gate_covers_every_variant_phase_dtype_target_and_backend(gate):
     _, rows = gate
     seen = {(r["backend"], r["variant"], r["phase"], r["dtype"], r["target"]) for r in rows}
-    expected = {(b, v, p, d, t) for b in aot.GPU_BACKENDS for d in ("float32", "bfloat16") for t in ("sm_80", "sm_90")
+    expected = {(b, v, p, d, t) for b in targets.GPU_BACKENDS for d in ("float32", "bfloat16")
+                for t in ("sm_80", "sm_90")
                 for table, phases in ((SCAN_VARIANTS, ("fwd", "bwd")), (DECODE_VARIANTS, ("decode",)),
                                       (GATHER_VARIANTS, ("fwd", "bwd")))
                 for v in table for p in phases}
@@ -66,7 +67,7 @@ def test_gate_records_the_physical_floor_beside_the_table(tmp_path):
     (32, 100_000, 4, 8),  # two blocks of ~98 KiB shared memory
 ])
 def test_warps_per_sm_from_the_target_limits(registers, shared, warps, expected):
-    assert aot.TARGETS["sm_90"].warps_per_sm(registers, shared, warps)["warps"] == expected
+    assert targets.TARGETS["sm_90"].warps_per_sm(registers, shared, warps)["warps"] == expected
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -89,14 +90,14 @@ def test_a_config_outside_the_space_is_refused(tmp_path):
 
 
 def test_a_missing_ptxas_says_where_it_was_looked_for(monkeypatch, tmp_path):
-    monkeypatch.setattr(aot, "_tool_dirs", lambda: [tmp_path])
+    monkeypatch.setattr(cuda_tools, "_tool_dirs", lambda: [tmp_path])
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(FileNotFoundError, match=f"ptxas not found: looked in .*{tmp_path}"):
-        aot.find_tool("ptxas")
+        cuda_tools.find_tool("ptxas")
 
 
 def test_the_compiling_process_refuses_an_interpreted_triton():
     if os.environ.get("TRITON_INTERPRET") != "1":
         pytest.skip("this test process runs triton compiled")
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=0"):
-        aot.check_compiling_process()
+        cuda_tools.check_compiling_process()

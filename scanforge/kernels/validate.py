@@ -11,6 +11,7 @@ import numbers
 import torch
 
 from .ir import GatherSpec, Phase, ScanSpec, Summary, Weight
+from .tensor_facts import describe, memory_range, overlaps_itself
 
 _INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _DTYPE_NAME = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
@@ -38,10 +39,6 @@ def _check_threshold(gate_threshold) -> None:
                          f"got {gate_threshold!r}")
 
 
-def _describe(t: torch.Tensor) -> str:
-    return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
-
-
 def _tensor(name: str, t, optional: bool = False) -> None:
     if t is None and optional:
         return
@@ -51,13 +48,13 @@ def _tensor(name: str, t, optional: bool = False) -> None:
 
 def _shape(name: str, t: torch.Tensor, expected: tuple, meaning: str) -> None:
     if tuple(t.shape) != tuple(expected):
-        raise ValueError(f"{name}: expected shape {meaning} = {tuple(expected)}, got {_describe(t)}")
+        raise ValueError(f"{name}: expected shape {meaning} = {tuple(expected)}, got {describe(t)}")
 
 
 def _dtype(name: str, t: torch.Tensor, allowed: tuple, why: str) -> None:
     if t.dtype not in allowed:
         names = ", ".join(str(d) for d in dict.fromkeys(allowed))
-        raise TypeError(f"{name}: expected dtype {names} ({why}), got {_describe(t)}")
+        raise TypeError(f"{name}: expected dtype {names} ({why}), got {describe(t)}")
 
 
 def _same_as(name: str, t: torch.Tensor, ref: torch.Tensor, ref_name: str, meaning: str) -> None:
@@ -68,7 +65,7 @@ def _same_as(name: str, t: torch.Tensor, ref: torch.Tensor, ref_name: str, meani
 def _check_A(A: torch.Tensor, dim: int, ref: torch.Tensor, ref_name: str) -> int:
     """A is (dim, N), float32 or the dtype of the sequence input; returns N."""
     if A.dim() != 2 or A.shape[0] != dim or A.shape[1] < 1:
-        raise ValueError(f"A: expected shape (dim, N) with dim = {dim} and N >= 1, got {_describe(A)}")
+        raise ValueError(f"A: expected shape (dim, N) with dim = {dim} and N >= 1, got {describe(A)}")
     _dtype("A", A, (torch.float32, ref.dtype), f"float32 or the dtype of {ref_name}; complex A is not supported")
     return A.shape[1]
 
@@ -83,7 +80,7 @@ def _check_per_channel(named, dim: int, ref: torch.Tensor, ref_name: str) -> Non
 def _check_devices(named, ref: torch.Tensor, ref_name: str) -> None:
     for name, t in named:
         if t is not None and t.device != ref.device:
-            raise ValueError(f"{name}: expected the device of {ref_name} ({ref.device}), got {_describe(t)}")
+            raise ValueError(f"{name}: expected the device of {ref_name} ({ref.device}), got {describe(t)}")
 
 
 def _check_unit_interval(name: str, t: torch.Tensor) -> None:
@@ -93,29 +90,7 @@ def _check_unit_interval(name: str, t: torch.Tensor) -> None:
     low, high = torch.aminmax(t.detach())
     if not (0.0 <= low.item() and high.item() <= 1.0):
         raise ValueError(f"{name}: expected values in [0, 1], got min {low.item():.4g}, max {high.item():.4g} "
-                         f"({_describe(t)})")
-
-
-def _overlaps_itself(t: torch.Tensor) -> bool:
-    """Whether two indices of ``t`` may address one element. Sufficient test: ordered by stride, each
-    dimension of size > 1 must step past everything the smaller-stride dimensions span (then the offsets
-    are a mixed-radix number, one per index). A 0 stride (``expand``) fails it; so does an interleaved
-    ``as_strided`` view, refused as well, since telling it apart costs a scan of its offsets. Under
-    torch.compile only the 0 stride is looked for."""
-    if torch.compiler.is_compiling():  # strides may be symbolic, which sorting cannot take: the expand case
-        return any(sz > 1 and st == 0 for sz, st in zip(t.shape, t.stride()))
-    span = 0  # the largest offset reached by the smaller-stride dimensions checked so far
-    for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz > 1):
-        if stride <= span:
-            return True
-        span += (size - 1) * stride
-    return False
-
-
-def _byte_range(t: torch.Tensor) -> tuple[int, int, int]:
-    start = t.storage_offset()
-    extent = sum((sz - 1) * st for sz, st in zip(t.shape, t.stride()))
-    return t.untyped_storage().data_ptr(), start * t.element_size(), (start + extent + 1) * t.element_size()
+                         f"({describe(t)})")
 
 
 def check_in_place(written, read) -> None:
@@ -123,16 +98,16 @@ def check_in_place(written, read) -> None:
     expanded state would have every batch row write the same memory) and one that shares memory with
     another argument (a kernel would read what it already wrote). Checked before any kernel runs."""
     for name, t in written:
-        if t.numel() > 1 and _overlaps_itself(t):
+        if t.numel() > 1 and overlaps_itself(t):
             raise ValueError(f"{name}: expected a tensor whose elements do not overlap in memory (it is updated "
-                             f"in place), got {_describe(t)}, strides {tuple(t.stride())}; pass .clone() of it")
+                             f"in place), got {describe(t)}, strides {tuple(t.stride())}; pass .clone() of it")
     if torch.compiler.is_compiling():
         return  # fake tensors have no memory; the self-overlap test above needs only strides
-    ranges = [(name, t, _byte_range(t)) for name, t in (*written, *read) if t is not None]
+    ranges = [(name, t, memory_range(t)) for name, t in (*written, *read) if t is not None]
     for i, (name, t, (base, lo, hi)) in enumerate(ranges[: len(written)]):
         for other, _, (obase, olo, ohi) in ranges[:i] + ranges[i + 1:]:
             if base == obase and lo < ohi and olo < hi:
-                raise ValueError(f"{name}: expected memory of its own (it is updated in place), got {_describe(t)}"
+                raise ValueError(f"{name}: expected memory of its own (it is updated in place), got {describe(t)}"
                                  f" sharing memory with {other}; pass .clone() of one of them")
 
 
@@ -145,11 +120,11 @@ def check_scan_args(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, *,
                     ("initial_state", initial_state)):
         _tensor(name, t, optional=True)
     if u.dim() != 3:
-        raise ValueError(f"u: expected a 3-d tensor (batch, dim, L), got {_describe(u)}")
+        raise ValueError(f"u: expected a 3-d tensor (batch, dim, L), got {describe(u)}")
     _dtype("u", u, _INPUT_DTYPES, "u, delta and z share one floating dtype")
     batch, dim, L = u.shape
     if min(batch, dim, L) < 1:
-        raise ValueError(f"u: expected batch, dim and L >= 1, got {_describe(u)}")
+        raise ValueError(f"u: expected batch, dim and L >= 1, got {describe(u)}")
     _same_as("delta", delta, u, "u", "(batch, dim, L)")
     if z is not None:
         _same_as("z", z, u, "u", "(batch, dim, L)")
@@ -161,13 +136,13 @@ def check_scan_args(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, *,
             G = t.shape[1]
             if G < 1 or dim % G:
                 raise ValueError(f"{name}: grouped (batch, G, N, L) needs dim = {dim} divisible by G, "
-                                 f"got {_describe(t)}")
+                                 f"got {describe(t)}")
             _shape(name, t, (batch, G, N, L), "(batch, G, N, L)")
         else:
-            raise ValueError(f"{name}: expected (batch, N, L) or grouped (batch, G, N, L), got {_describe(t)}")
+            raise ValueError(f"{name}: expected (batch, N, L) or grouped (batch, G, N, L), got {describe(t)}")
         _dtype(name, t, (u.dtype, torch.float32), "the dtype of u or float32")
     if C.dim() != B.dim() or C.shape != B.shape:
-        raise ValueError(f"C: expected the layout of B {tuple(B.shape)}, got {_describe(C)}")
+        raise ValueError(f"C: expected the layout of B {tuple(B.shape)}, got {describe(C)}")
     _check_per_channel((("D", D), ("delta_bias", delta_bias)), dim, u, "u")
     if gate is not None:
         _shape("gate", gate, (batch, L), "(batch, L)")
@@ -193,10 +168,10 @@ def check_scan_args(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, *,
 def _check_cu_seqlens(cu_seqlens, u) -> None:
     _tensor("cu_seqlens", cu_seqlens)
     if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2 or cu_seqlens.dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"cu_seqlens: expected a 1-d int32/int64 tensor (num_seqs + 1,), got {_describe(cu_seqlens)}")
+        raise ValueError(f"cu_seqlens: expected a 1-d int32/int64 tensor (num_seqs + 1,), got {describe(cu_seqlens)}")
     _check_devices((("cu_seqlens", cu_seqlens),), u, "u")
     if u.shape[0] != 1:
-        raise ValueError(f"u: packed sequences (cu_seqlens) need batch 1, got {_describe(u)}")
+        raise ValueError(f"u: packed sequences (cu_seqlens) need batch 1, got {describe(u)}")
     if torch.compiler.is_compiling():
         return  # the values are data: checked eagerly only
     bounds = cu_seqlens.tolist()
@@ -220,11 +195,11 @@ def check_gather_args(x, k, scores, *, keep_order, summary, weight) -> GatherSpe
     _tensor("x", x)
     _tensor("scores", scores, optional=True)
     if x.dim() != 3:
-        raise ValueError(f"x: expected a 3-d tensor (batch, T, d), got {_describe(x)}")
+        raise ValueError(f"x: expected a 3-d tensor (batch, T, d), got {describe(x)}")
     _dtype("x", x, _INPUT_DTYPES, "a floating dtype")
     batch, T, d = x.shape
     if min(batch, T, d) < 1:
-        raise ValueError(f"x: expected batch, T and d >= 1, got {_describe(x)}")
+        raise ValueError(f"x: expected batch, T and d >= 1, got {describe(x)}")
     k = as_int(k)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= T:
         raise ValueError(f"k: expected an int with 1 <= k <= T = {T}, got {k!r}")
@@ -257,7 +232,7 @@ def check_decode_args(state, x, dt, A, B, C, D, z, dt_bias, *, dt_softplus, stri
     for name, t in (("D", D), ("z", z), ("dt_bias", dt_bias), ("gate", gate)):
         _tensor(name, t, optional=True)
     if x.dim() != 2:
-        raise ValueError(f"x: expected a 2-d tensor (batch, dim), got {_describe(x)}")
+        raise ValueError(f"x: expected a 2-d tensor (batch, dim), got {describe(x)}")
     _dtype("x", x, _INPUT_DTYPES, "x, dt and z share one floating dtype")
     batch, dim = x.shape
     _same_as("dt", dt, x, "x", "(batch, dim)")
@@ -273,10 +248,10 @@ def check_decode_args(state, x, dt, A, B, C, D, z, dt_bias, *, dt_softplus, stri
             _shape(name, t, (batch, t.shape[1], N), "(batch, G, N)")
         else:
             raise ValueError(f"{name}: expected (batch, N) or grouped (batch, G, N) with dim = {dim} divisible "
-                             f"by G, got {_describe(t)}")
+                             f"by G, got {describe(t)}")
         _dtype(name, t, (x.dtype, torch.float32), "the dtype of x or float32")
     if C.shape != B.shape:
-        raise ValueError(f"C: expected the layout of B {tuple(B.shape)}, got {_describe(C)}")
+        raise ValueError(f"C: expected the layout of B {tuple(B.shape)}, got {describe(C)}")
     _check_per_channel((("D", D), ("dt_bias", dt_bias)), dim, x, "x")
     if gate is not None:
         _shape("gate", gate, (batch,), "(batch,): one gate value per row for this token")

@@ -6,7 +6,7 @@ import torch
 from helpers import backends_for, device_of
 
 import scanforge as sf
-from scanforge.kernels.validate import _overlaps_itself
+from scanforge.kernels.tensor_facts import overlaps_itself
 
 b, d, N = 2, 4, 3
 
@@ -75,4 +75,4 @@ def test_non_overlapping_views_are_accepted():
 ])
 def test_overlap_test_on_strides(shape, stride, overlaps):
     t = torch.zeros(100).as_strided(shape, stride)
-    assert _overlaps_itself(t) is overlaps
+    assert overlaps_itself(t) is overlaps

@@ -14,6 +14,7 @@ from rich.table import Table
 from ..testing.config_file import family_configs
 from ..tuning import bounds, compile_plan
 from ..tuning.cuda_tools import find_tool
+from ..tuning.spaces import config_text
 from ..tuning.targets import GPU_BACKENDS, TARGETS, WARPS_FLOOR
 from .common import positive_int
 from .tune import parse_shape
@@ -54,7 +55,7 @@ def print_table(rows: list[dict], console: Console, title: str) -> None:
     for r in rows:
         verdict = "ok" if r["verdict"] == "ok" else f"[red]{escape(r['verdict'])}[/red] {escape(r.get('error') or '')}"
         table.add_row(f"{r['backend']}:{r['kernel']}", f"{r['variant']} {r['phase']} {r['dtype']}",
-                      compile_plan.config_text(r["config"]), r["target"], str(r.get("registers", "-")),
+                      config_text(r["config"]), r["target"], str(r.get("registers", "-")),
                       f"{r.get('spill', 0)}/{r.get('stack', 0)}", str(r.get("shared", "-")), _warps(r),
                       str(r.get("mufu_ex2", "-")), f"{r.get('seconds', 0):.1f}", verdict)
     console.print(table)

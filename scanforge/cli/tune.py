@@ -21,7 +21,7 @@ from .. import backends
 from ..kernels.variants import DEFAULT_WORKLOAD, GATHER_VARIANTS, SCAN_VARIANTS, variant_spec
 from ..tuning import compile_plan, targets
 from ..tuning.plots import plot_study
-from ..tuning.spaces import space_for
+from ..tuning.spaces import config_text, space_for
 from ..tuning.storage import redact
 from ..tuning.targets import GPU_BACKENDS
 from ..tuning.timing import NOISY
@@ -85,10 +85,6 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None or seconds != seconds else f"{seconds * 1e3:.3f}"
 
 
-def _config_text(config: dict) -> str:
-    return " ".join(f"{k}={v}" for k, v in config.items())
-
-
 def configs_text(o: Outcome, sep: str = "\n") -> str:
     """What the study measured: configs measured (failed among them), pruned, re-measured, interrupted."""
     parts = [f"{o.trials} measured" + (f" ({o.failed} failed)" if o.failed else "")]
@@ -103,7 +99,7 @@ def configs_text(o: Outcome, sep: str = "\n") -> str:
 
 def result_text(o: Outcome) -> str:
     if o.accepted:
-        return f"cached: {_config_text(o.config)}"
+        return f"cached: {config_text(o.config)}"
     return f"not cached: {o.note or 'no winner'}"
 
 
@@ -170,7 +166,7 @@ def dry_run(args, console: Console) -> int:
         rows = compile_plan.run(jobs, on_rows=lambda _: progress.advance(bar))
     verdicts: dict[tuple, list[str]] = {}
     for r in rows:
-        key = (r["family"], r["variant"], r["dtype"], r["shape"], compile_plan.config_text(r["config"]))
+        key = (r["family"], r["variant"], r["dtype"], r["shape"], config_text(r["config"]))
         verdicts.setdefault(key, []).append(r["verdict"])
     table = Table(title=f"scanforge tune --dry-run: configs that compile for {target} without spilling and "
                         f"reach the warps floor", title_justify="left")

@@ -112,10 +112,6 @@ def _kind_jobs(backend, kind, shape, targets, variants, phases, dtypes, configs,
     return jobs
 
 
-def config_text(config: Mapping) -> str:
-    return " ".join(f"{k}={v}" for k, v in config.items())
-
-
 _numba_memo: dict[tuple, aot.KernelReport] = {}
 
 

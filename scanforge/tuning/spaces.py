@@ -87,7 +87,7 @@ class SearchSpace:
                 scope = {**_FUNCTIONS, **self.shape_vars(shape), **merged}
                 if not eval(expr, {"__builtins__": {}}, scope):  # noqa: S307 - expressions are checked at load
                     at = f" at shape {'x'.join(map(str, shape))}" if uses_shape else ""
-                    out.append(f"{_config_text(merged)} breaks the constraint {expr!r}{at}")
+                    out.append(f"{config_text(merged)} breaks the constraint {expr!r}{at}")
                     break
         return out
 
@@ -106,8 +106,9 @@ def _names(expr: str) -> set[str]:
     return {node.id for node in ast.walk(ast.parse(expr, mode="eval")) if isinstance(node, ast.Name)}
 
 
-def _config_text(config: Mapping[str, object]) -> str:
-    return " ".join(f"{k}={v!r}" for k, v in config.items())
+def config_text(config: Mapping[str, object]) -> str:
+    """A config as every table and message of the tuner prints it: ``BLOCK_D=16 LAYOUT=channels``."""
+    return " ".join(f"{k}={v}" for k, v in config.items())
 
 
 def check_config(source: str, backend: str, family: str, config: object, *, partial: bool = False,

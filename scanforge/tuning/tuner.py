@@ -30,7 +30,7 @@ from .fingerprint import fingerprint, fingerprint_id
 from .objective import Objective, TrialFailed, wait_seconds
 from .outcome import Outcome, finished, summarize
 from .samplers import make_sampler
-from .spaces import config_key, space_for
+from .spaces import config_key, config_text, space_for
 from .storage import (  # noqa: F401 - default_storage, interrupted and open_storage are public here too
     default_storage,
     interrupted,
@@ -194,7 +194,7 @@ def _judge(outcome: Outcome, best: optuna.trial.FrozenTrial, complete: list, run
         verdict["seconds"], wins = best.value, True
     if not wins:
         seconds, default_seconds = verdict["seconds"], verdict["default_seconds"]
-        verdict["note"] = (f"best config {_config_text(best_config)} ({seconds * 1e3:.3f} ms, "
+        verdict["note"] = (f"best config {config_text(best_config)} ({seconds * 1e3:.3f} ms, "
                            f"{1 - seconds / default_seconds:+.1%}) did not beat the default "
                            f"({default_seconds * 1e3:.3f} ms) by more than {needed:.1%} "
                            f"({'the re-timing noise' if needed > MIN_GAIN else 'the minimum gain'}) when re-timed; "
@@ -204,7 +204,7 @@ def _judge(outcome: Outcome, best: optuna.trial.FrozenTrial, complete: list, run
     # The same suite as `scanforge check`, with this config forced.
     failures = verify_config(task.backend, task.spec, best_config, task.shape)
     if failures:
-        verdict["note"] = (f"best config {_config_text(best_config)} failed the conformance suite; not cached: "
+        verdict["note"] = (f"best config {config_text(best_config)} failed the conformance suite; not cached: "
                            + " | ".join(failures))
         return verdict
     b = cache.bucket(task.shape)
@@ -216,5 +216,4 @@ def _judge(outcome: Outcome, best: optuna.trial.FrozenTrial, complete: list, run
     return verdict
 
 
-def _config_text(config: dict) -> str:
-    return " ".join(f"{k}={v}" for k, v in config.items())
+

@@ -92,7 +92,7 @@ def _bc(t: torch.Tensor) -> np.ndarray:
     return _np(t if t.dim() == 4 else t.unsqueeze(1))
 
 
-def _groups(t: torch.Tensor) -> np.ndarray:
+def _with_group_axis(t: torch.Tensor) -> np.ndarray:
     """A decode step's B or C as (batch, G, N): shared (batch, N) is one group."""
     return _np(t if t.dim() == 3 else t.unsqueeze(1))
 
@@ -183,7 +183,7 @@ class NumbaCPUBackend(Backend):
         else:
             empty = tuple(a for a, _ in arrays[1:])
         out = _out((batch, dim))
-        module.scan_decode(arrays[0][0], _np(x), _np(dt), _np(A), _groups(B), _groups(C), _np(D), _np(z, (0, 0)),
+        module.scan_decode(arrays[0][0], _np(x), _np(dt), _np(A), _with_group_axis(B), _with_group_axis(C), _np(D), _np(z, (0, 0)),
                            _np(dt_bias), _np(gate), spec.softplus, float(gate_threshold), *empty, out)
         for t, (a, copied) in zip(buffers, arrays):
             if copied:

@@ -183,8 +183,8 @@ class NumbaCPUBackend(Backend):
         else:
             empty = tuple(a for a, _ in arrays[1:])
         out = _out((batch, dim))
-        module.scan_decode(arrays[0][0], _np(x), _np(dt), _np(A), _with_group_axis(B), _with_group_axis(C), _np(D), _np(z, (0, 0)),
-                           _np(dt_bias), _np(gate), spec.softplus, float(gate_threshold), *empty, out)
+        module.scan_decode(arrays[0][0], _np(x), _np(dt), _np(A), _with_group_axis(B), _with_group_axis(C), _np(D),
+                           _np(z, (0, 0)), _np(dt_bias), _np(gate), spec.softplus, float(gate_threshold), *empty, out)
         for t, (a, copied) in zip(buffers, arrays):
             if copied:
                 t.copy_(torch.from_numpy(a))

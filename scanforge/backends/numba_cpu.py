@@ -137,7 +137,7 @@ class NumbaCPUBackend(Backend):
         h_last = _out((batch, dim, N) if spec.return_last_state else (0, 0, 0))
         module = _module(spec, scan_shape(inputs), config)
         _run(module.scan_forward, batch * dim * L * N, _tasks(module, inputs), *_common(inputs), spec.softplus,
-             float(inputs.gate_threshold), y, h_last)
+             float(inputs.gate_threshold), spec.stride, y, h_last)
         h = torch.from_numpy(h_last) if spec.return_last_state else empty_last_state(inputs.u)
         return torch.from_numpy(y).to(inputs.u.dtype), h
 
@@ -159,7 +159,8 @@ class NumbaCPUBackend(Backend):
                    dh0=np.zeros((batch, dim, N) if spec.has_initial_state else (0, 0, 0), **f32))
         no_dh = not spec.return_last_state or no_last_state_cotangent(dh_last)
         _run(module.scan_backward, 4 * batch * dim * L * N, _tasks(module, inputs), *_common(inputs), spec.softplus,
-             float(inputs.gate_threshold), _np(dy), _np(None, (0, 0, 0)) if no_dh else _np(dh_last), *out.values())
+             float(inputs.gate_threshold), spec.stride, _np(dy), _np(None, (0, 0, 0)) if no_dh else _np(dh_last),
+             *out.values())
         t = {k: torch.from_numpy(v) for k, v in out.items()}
         grads = {"u": t["du"], "delta": t["ddelta"], "A": t["dA"].sum(0),
                  "B": t["dB"].sum(0), "C": t["dC"].sum(0)}
@@ -184,7 +185,8 @@ class NumbaCPUBackend(Backend):
             empty = tuple(a for a, _ in arrays[1:])
         out = _out((batch, dim))
         module.scan_decode(arrays[0][0], _np(x), _np(dt), _np(A), _with_group_axis(B), _with_group_axis(C), _np(D),
-                           _np(z, (0, 0)), _np(dt_bias), _np(gate), spec.softplus, float(gate_threshold), *empty, out)
+                           _np(z, (0, 0)), _np(dt_bias), _np(gate), spec.softplus, float(gate_threshold), spec.stride,
+                           *empty, out)
         for t, (a, copied) in zip(buffers, arrays):
             if copied:
                 t.copy_(torch.from_numpy(a))

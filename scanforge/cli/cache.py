@@ -7,6 +7,7 @@ search space, like the tuner, and imports nothing if one is not a config of it."
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -72,8 +73,9 @@ def _export(console: Console, args) -> int:
     name = machine_backend(args.backend)
     source = cache.user_file(name)
     if not source.exists():
-        print(f"nothing to export: no tuned configs for {name} on this machine ({source}); `scanforge tune` "
-              f"finds some")
+        # exit code 1, not the user-error 2: the request was right, there is just nothing to write yet
+        print(f"scanforge cache: nothing to export: no tuned configs for {name} on this machine ({source}); "
+              f"`scanforge tune` finds some", file=sys.stderr)
         return 1
     data = cache.read_file(str(source), source.read_text())
     if data is None:

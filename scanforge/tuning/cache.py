@@ -249,6 +249,32 @@ def check_entries(source: str, data: dict) -> None:
             raise ValueError(f"{source}: entry {key!r} on {backend}: " + "; ".join(found))
 
 
+def _parse_for_import(text: str) -> tuple[dict, str | None]:
+    """A cache file's data, or why it is not one, said as what to fix: an import is the user's request,
+    so the error names the file's problem instead of the cache read's "ignored; using default configs"."""
+    expected = ("expected the JSON object that `scanforge cache export` writes, with schema, fingerprint and "
+                "entries")
+    if not text.strip():
+        return {}, f"the file is empty ({expected})"
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        return {}, f"not JSON ({e}; {expected})"
+    if not isinstance(data, dict):
+        return {}, f"{expected}, got a JSON {'array' if isinstance(data, list) else type(data).__name__}"
+    missing = [k for k in ("schema", "fingerprint", "entries") if k not in data]
+    if missing:
+        return {}, f"{expected}; it has no {', '.join(missing)} (its keys: {sorted(data)[:5]})"
+    if not isinstance(data["fingerprint"], dict) or not isinstance(data["entries"], dict):
+        return {}, f"{expected}; its fingerprint and entries must be objects"
+    schema = data["schema"]
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        return {}, f"{expected}; its schema must be an int, got {schema!r}"
+    if schema > SCHEMA_VERSION:
+        return {}, f"schema {schema} is newer than this scanforge's {SCHEMA_VERSION} (upgrade scanforge)"
+    return data, None
+
+
 def import_file(path: str | Path) -> tuple[Path | None, int]:
     """Merge a cache file (e.g. a fleet's winners, from ``scanforge cache export``) into this
     machine's cache: returns (where, entries). A file tuned for another fingerprint (device,
@@ -263,10 +289,9 @@ def import_file(path: str | Path) -> tuple[Path | None, int]:
         text = p.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"cache import: cannot read {path} ({type(e).__name__}: {e})") from None
-    data = read_file(str(path), text)
-    if data is None:
-        raise ValueError(f"cache import: {path} is not a scanforge cache file of schema <= {SCHEMA_VERSION} "
-                         f"(see the warning above)")
+    data, problem = _parse_for_import(text)
+    if problem:
+        raise ValueError(f"cache import: {path} is not a scanforge cache file: {problem}")
     fp = data["fingerprint"]
     if not all(isinstance(fp.get(k), str) for k in ("backend", "device")):
         raise ValueError(f"cache import: {path}: its fingerprint names no backend or device")

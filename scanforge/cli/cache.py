@@ -7,12 +7,13 @@ search space, like the tuner, and imports nothing if one is not a config of it."
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from ..tuning import cache
+from ..tuning import cache, cache_import
 from ..tuning.fingerprint import fingerprint, fingerprint_id
 from ..tuning.fleet import export_winners
 from .common import machine_backend
@@ -27,7 +28,7 @@ def _list(console: Console, args) -> int:
             table.add_row(path, "-", "-", "-", "-", "[red]no: corrupt or newer schema[/red]")
             continue
         fp = data["fingerprint"]
-        used = "[green]yes[/green]" if cache.is_this_machine(fp) else "no: other device or versions"
+        used = "[green]yes[/green]" if cache_import.is_this_machine(fp) else "no: other device or versions"
         table.add_row(path, str(fp.get("backend")), str(fp.get("device")), str(fp.get("library")),
                       str(len(data["entries"])), used)
     console.print(table)
@@ -72,8 +73,9 @@ def _export(console: Console, args) -> int:
     name = machine_backend(args.backend)
     source = cache.user_file(name)
     if not source.exists():
-        print(f"nothing to export: no tuned configs for {name} on this machine ({source}); `scanforge tune` "
-              f"finds some")
+        # exit code 1, not the user-error 2: the request was right, there is just nothing to write yet
+        print(f"scanforge cache: nothing to export: no tuned configs for {name} on this machine ({source}); "
+              f"`scanforge tune` finds some", file=sys.stderr)
         return 1
     data = cache.read_file(str(source), source.read_text())
     if data is None:
@@ -84,7 +86,7 @@ def _export(console: Console, args) -> int:
 
 
 def _import(console: Console, args) -> int:
-    target, count = cache.import_file(args.path)
+    target, count = cache_import.import_file(args.path)
     if target is None:
         console.print(f"imported nothing from {args.path}: tuned for another device or versions (warning above)")
         return 1

@@ -22,7 +22,7 @@ from ..kernels.ir import GatherSpec, ScanSpec, spec_from_key
 from ..testing import conformance
 from ..testing.config_file import check_families, is_cache_file, read_table
 from ..testing.conformance import SIZES, Case, Result, snippet, verify_config
-from ..tuning import cache
+from ..tuning import cache, cache_import
 from ..tuning.spaces import backend_spaces, check_config
 
 
@@ -63,6 +63,35 @@ def check_forced_configs(path: str, families: dict[str, dict], backend_names: li
                 raise ValueError(f"{e}{hint}") from None
 
 
+def check_something_is_forced(loaded: ConfigFile, backend_names: list[str]) -> None:
+    """A ValueError if ``--config`` would change nothing on the backends checked (an empty file, a cache
+    file without entries or of a backend not checked, configs only for backends without a search space):
+    the run would pass without testing the file."""
+    path = loaded.path
+    if loaded.families is None:
+        if not loaded.entries:
+            raise ValueError(f"--config {path}: a cache file without entries; nothing to verify")
+        if loaded.backend not in backend_names:
+            raise ValueError(f"--config {path}: its configs are for {loaded.backend}, which is not checked "
+                             f"(--backend {' --backend '.join(backend_names)}); add --backend {loaded.backend}")
+        return
+    if not any(loaded.families.values()):
+        raise ValueError(f"--config {path}: nothing was forced (no kernel family with a config); expected a table "
+                         f"such as [scan_fwd] with one parameter or more (`scanforge cache show` lists them)")
+    tunable = []
+    for name in backend_names:
+        try:
+            space = backend_spaces(name)
+        except ValueError:
+            continue  # no search space (the reference): it takes no config
+        if any(config and family in space for family, config in loaded.families.items()):
+            tunable.append(name)
+    if not tunable:
+        raise ValueError(f"--config {path}: nothing was forced: the backends checked ({', '.join(backend_names)}) "
+                         f"take no config of {', '.join(sorted(loaded.families))}; add --backend with a kernel "
+                         f"backend (e.g. numba_cpu)")
+
+
 def load_config_file(path: str | Path, backend_names: list[str] | None = None) -> ConfigFile:
     """Read a JSON or TOML ``{family: config}`` file, or a tuned-config cache file (JSON); either is checked
     against the search spaces of ``backend_names`` (a cache file: of its own backend)."""
@@ -72,7 +101,7 @@ def load_config_file(path: str | Path, backend_names: list[str] | None = None) -
         parsed = cache.read_file(str(p), text)
         if parsed is None:
             raise ValueError(f"--config {path}: a cache file scanforge cannot read (see the warning)")
-        cache.check_entries(f"--config {path}", parsed)
+        cache_import.check_entries(f"--config {path}", parsed)
         try:
             entries = [(spec_from_key(e["spec"]), tuple(e["bucket"]), dict(e["config"]))
                        for e in parsed["entries"].values()]
@@ -159,11 +188,15 @@ def run(args) -> int:
     if args.deep and importlib.util.find_spec("hypothesis") is None:
         raise ValueError("--deep draws inputs with Hypothesis: pip install hypothesis")
     configs, entries = None, []
+    for name in args.backend or []:  # a flag's error, not the API's "expected None or one of"
+        if name not in backends.names():
+            raise ValueError(f"--backend: expected one of {', '.join(backends.names())}, got {name!r}")
     names = conformance.selected_backends(args.backend)
     if args.config:
         loaded = load_config_file(args.config, names)
+        check_something_is_forced(loaded, names)
         configs = loaded.families
-        entries = [(args.backend[0] if args.backend else loaded.backend, *e) for e in loaded.entries]
+        entries = [(loaded.backend, *e) for e in loaded.entries]
     if args.tuned:
         entries += tuned_entries(names)
     suite = not (args.config and configs is None)  # a cache file: verify its entries only

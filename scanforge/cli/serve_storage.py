@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import optuna
 
 from ..tuning.storage import StorageError, importable, open_storage, redact
+from .common import port, positive_int
 
 
 def add_arguments(parser) -> None:
@@ -22,16 +23,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; 0.0.0.0 for workers on other machines: the "
                              "proxy has no authentication, keep it inside a private network)")
-    parser.add_argument("--port", type=int, default=13000, help="port to listen on (default 13000)")
-    parser.add_argument("--threads", type=int, default=16,
+    parser.add_argument("--port", type=port, default=13000, help="port to listen on (default 13000)")
+    parser.add_argument("--threads", type=positive_int, default=16,
                         help="requests served at once, and so at most this many database connections")
 
 
 def run(args) -> int:
     if args.storage.startswith("grpc://"):
         raise StorageError("serve-storage --storage: give the database URL (postgresql://...), not a proxy's")
-    if not 0 < args.port < 65536 or args.threads < 1:
-        raise ValueError("serve-storage: --port must be in 1..65535 and --threads at least 1")
     if not (importable("grpc") and importable("google.protobuf")):
         raise StorageError("the gRPC storage proxy needs grpcio and protobuf: pip install 'scanforge[fleet]'")
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -39,9 +39,11 @@ def parse_shape(text: str) -> tuple[int, ...]:
         shape = tuple(int(v) for v in text.lower().split("x"))
     except ValueError:
         shape = ()
-    if len(shape) != 4 or min(shape) < 1:
+    if len(shape) != 4:
         raise ValueError(f"--shapes: expected BATCHxDIMxLxN (scan) or BATCHxTxDxK (gather), e.g. 2x512x1024x16, "
                          f"got {text!r}")
+    if min(shape) < 1:
+        raise ValueError(f"--shapes: every size must be >= 1, got {text!r}")
     return shape
 
 

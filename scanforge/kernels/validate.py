@@ -53,7 +53,8 @@ def _shape(name: str, t: torch.Tensor, expected: tuple, meaning: str) -> None:
 
 def _dtype(name: str, t: torch.Tensor, allowed: tuple, why: str) -> None:
     if t.dtype not in allowed:
-        names = ", ".join(str(d) for d in dict.fromkeys(allowed))
+        names = [str(d) for d in dict.fromkeys(allowed)]
+        names = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
         raise TypeError(f"{name}: expected dtype {names} ({why}), got {describe(t)}")
 
 
@@ -121,7 +122,7 @@ def check_scan_args(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, *,
         _tensor(name, t, optional=True)
     if u.dim() != 3:
         raise ValueError(f"u: expected a 3-d tensor (batch, dim, L), got {describe(u)}")
-    _dtype("u", u, _INPUT_DTYPES, "u, delta and z share one floating dtype")
+    _dtype("u", u, _INPUT_DTYPES, "the kernels' dtypes; u, delta and z share one")
     batch, dim, L = u.shape
     if min(batch, dim, L) < 1:
         raise ValueError(f"u: expected batch, dim and L >= 1, got {describe(u)}")
@@ -150,7 +151,7 @@ def check_scan_args(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, *,
         _check_unit_interval("gate", gate)
     if initial_state is not None:
         _shape("initial_state", initial_state, (batch, dim, N), "(batch, dim, N)")
-        _dtype("initial_state", initial_state, _INPUT_DTYPES, "a floating dtype")
+        _dtype("initial_state", initial_state, _INPUT_DTYPES, "the kernels' dtypes; the state is kept in float32")
     _check_devices((("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z), ("delta_bias", delta_bias),
                     ("gate", gate), ("initial_state", initial_state)), u, "u")
     stride = as_int(stride)
@@ -196,7 +197,7 @@ def check_gather_args(x, k, scores, *, keep_order, summary, weight) -> GatherSpe
     _tensor("scores", scores, optional=True)
     if x.dim() != 3:
         raise ValueError(f"x: expected a 3-d tensor (batch, T, d), got {describe(x)}")
-    _dtype("x", x, _INPUT_DTYPES, "a floating dtype")
+    _dtype("x", x, _INPUT_DTYPES, "the kernels' dtypes")
     batch, T, d = x.shape
     if min(batch, T, d) < 1:
         raise ValueError(f"x: expected batch, T and d >= 1, got {describe(x)}")
@@ -233,14 +234,14 @@ def check_decode_args(state, x, dt, A, B, C, D, z, dt_bias, *, dt_softplus, stri
         _tensor(name, t, optional=True)
     if x.dim() != 2:
         raise ValueError(f"x: expected a 2-d tensor (batch, dim), got {describe(x)}")
-    _dtype("x", x, _INPUT_DTYPES, "x, dt and z share one floating dtype")
+    _dtype("x", x, _INPUT_DTYPES, "the kernels' dtypes; x, dt and z share one")
     batch, dim = x.shape
     _same_as("dt", dt, x, "x", "(batch, dim)")
     if z is not None:
         _same_as("z", z, x, "x", "(batch, dim)")
     N = _check_A(A, dim, x, "x")
     _shape("state", state, (batch, dim, N), "(batch, dim, N)")
-    _dtype("state", state, _INPUT_DTYPES, "a floating dtype (updated in place, computed in float32)")
+    _dtype("state", state, _INPUT_DTYPES, "the kernels' dtypes; updated in place, computed in float32")
     for name, t in (("B", B), ("C", C)):
         if t.dim() == 2:
             _shape(name, t, (batch, N), "(batch, N)")

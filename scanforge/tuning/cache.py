@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
 
-from .. import backends
 from ..backends import configs
 from ..kernels.ir import GatherSpec, ScanSpec
 from ..paths import cache_dir
@@ -60,7 +59,7 @@ def shipped_files() -> list:
         if root.is_dir() else []
 
 
-def _warn_once(source: str, message: str) -> None:
+def warn_once(source: str, message: str) -> None:
     if source not in _warned:
         _warned.add(source)
         warnings.warn(f"scanforge tuned-config cache: {message}; using default configs instead", stacklevel=3)
@@ -74,10 +73,10 @@ def read_file(source: str, text: str) -> dict | None:
         if not isinstance(fp, dict) or not isinstance(entries, dict):
             raise TypeError("fingerprint and entries must be objects")
     except (ValueError, KeyError, TypeError) as e:
-        _warn_once(source, f"{source} is corrupt ({type(e).__name__}: {e}) and is ignored")
+        warn_once(source, f"{source} is corrupt ({type(e).__name__}: {e}) and is ignored")
         return None
     if not isinstance(schema, int) or schema > SCHEMA_VERSION:
-        _warn_once(source, f"{source} has schema {schema!r}, newer than this scanforge's {SCHEMA_VERSION}; ignored")
+        warn_once(source, f"{source} has schema {schema!r}, newer than this scanforge's {SCHEMA_VERSION}; ignored")
         return None
     return data
 
@@ -115,12 +114,12 @@ def _usable(source: str, data: dict | None, backend: str) -> dict:
     here = fingerprint(backend)
     if data["fingerprint"] != here:
         difference = fingerprint_difference(data["fingerprint"], here)
-        _warn_once(source, f"{source} was tuned for another fingerprint ({difference})")
+        warn_once(source, f"{source} was tuned for another fingerprint ({difference})")
         return {}
     entries = {k: e for k, e in data["entries"].items() if _fits_space(backend, e)}
     if len(entries) < len(data["entries"]):
         bad = sorted(set(data["entries"]) - set(entries))
-        _warn_once(source + "#space", f"{source}: entries {bad[:3]} are not configs of the current search space")
+        warn_once(source + "#space", f"{source}: entries {bad[:3]} are not configs of the current search space")
     return entries
 
 
@@ -230,64 +229,6 @@ def cache_files() -> list[tuple[str, dict | None]]:
     """Every cache file scanforge can see (user files, then shipped ones) with its parsed content."""
     found = [(str(p), read_file(str(p), p.read_text())) for p in sorted(user_dir().glob("*.json"))]
     return found + [(str(f), read_file(str(f), f.read_text())) for f in shipped_files()]
-
-
-def is_this_machine(fp: dict) -> bool:
-    """Whether a file's fingerprint is this machine's for its backend (so its entries are used)."""
-    try:
-        backend = backends.get(fp.get("backend", ""))
-    except ValueError:
-        return False
-    return backend.unavailable_reason() is None and fp == fingerprint(backend.name)
-
-
-def check_entries(source: str, data: dict) -> None:
-    """A ValueError naming ``source``, the entry, its family, the parameter and the allowed values if an
-    entry of a cache file is not a config of its backend's search space (a backend this installation
-    does not have is not checked: its entries are never used here)."""
-    backend = data["fingerprint"].get("backend")
-    if backend not in backends.names() or backends.get(backend).unavailable_reason():
-        return
-    try:
-        backend_spaces(backend)
-    except ValueError:
-        return  # a backend without a search space takes no config
-    for key, entry in data["entries"].items():
-        found = entry_problems(backend, entry)
-        if found:
-            raise ValueError(f"{source}: entry {key!r} on {backend}: " + "; ".join(found))
-
-
-def import_file(path: str | Path) -> tuple[Path | None, int]:
-    """Merge a cache file (e.g. a fleet's winners, from ``scanforge cache export``) into this
-    machine's cache: returns (where, entries). A file tuned for another fingerprint (device,
-    libraries, kernels) is refused with one warning: (None, 0). A file that does not exist or cannot
-    be read, is not a cache file, or holds a config outside its backend's search space is a
-    ValueError naming the file (and the entry), and nothing is imported."""
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"cache import: no such file: {path}" if not p.exists() else
-                         f"cache import: {path} is not a file")
-    try:
-        text = p.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cache import: cannot read {path} ({type(e).__name__}: {e})") from None
-    data = read_file(str(path), text)
-    if data is None:
-        raise ValueError(f"cache import: {path} is not a scanforge cache file of schema <= {SCHEMA_VERSION} "
-                         f"(see the warning above)")
-    fp = data["fingerprint"]
-    if not all(isinstance(fp.get(k), str) for k in ("backend", "device")):
-        raise ValueError(f"cache import: {path}: its fingerprint names no backend or device")
-    check_entries(f"cache import {path}", data)
-    if not is_this_machine(fp):
-        _warn_once(str(path), f"{path} was tuned for {fp.get('backend')} on {fp.get('device')} "
-                              f"({fingerprint_id(fp)}), not this machine: its {len(data['entries'])} entries are "
-                              f"not imported (ship it for that device as scanforge/tuning/shipped/<device>.json)")
-        return None, 0
-    target = user_dir() / f"{fingerprint_id(fp)}.json"
-    merge_entries(target, fp, data["entries"])
-    return target, len(data["entries"])
 
 
 def clear() -> int:

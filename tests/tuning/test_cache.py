@@ -10,7 +10,7 @@ import pytest
 
 from scanforge.kernels import codegen
 from scanforge.kernels.ir import ScanSpec
-from scanforge.tuning import cache
+from scanforge.tuning import cache, cache_import
 from scanforge.tuning.configs import config_for, default_config
 from scanforge.tuning.fingerprint import SCHEMA_VERSION, fingerprint
 
@@ -111,7 +111,7 @@ def test_import_refuses_a_file_of_another_fingerprint_with_one_warning(tmp_path)
     foreign = tmp_path / "foreign.json"
     foreign.write_text(json.dumps(data))
     with pytest.warns(UserWarning, match="was tuned for numba_cpu on Another CPU .*not imported") as seen:
-        assert cache.import_file(foreign) == (None, 0)
+        assert cache_import.import_file(foreign) == (None, 0)
     assert len(seen) == 1 and len(cache.cache_files()) == 1
     assert cache.clear() == 1 and config_for("numba_cpu", SPEC, SHAPE) == default_config("numba_cpu", SPEC)
 

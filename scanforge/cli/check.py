@@ -18,6 +18,7 @@ from rich.table import Table
 import scanforge as sf
 
 from .. import backends
+from ..kernels import codegen
 from ..kernels.ir import GatherSpec, ScanSpec, spec_from_key
 from ..testing import conformance
 from ..testing.config_file import check_families, is_cache_file, read_table
@@ -177,6 +178,14 @@ def first_call_seconds(backend: str) -> tuple[float, float] | None:
     return forward, time.perf_counter() - start - forward
 
 
+def _say_what_compiled(console: Console, case, kernels: list[str], seconds: float) -> None:
+    """One line per row that brought new kernels: what they are and how long the row took with their compile
+    (or their load from the disk cache), so that a long first run shows where its time goes."""
+    if kernels:
+        console.print(f"{case.backend} {case.name}: {len(kernels)} new kernel module(s) in {seconds:.1f} s "
+                      f"(compiled, or loaded from the disk cache): {', '.join(k.split(' (')[0] for k in kernels)}")
+
+
 def _fmt(error: float) -> str:
     return "-" if error != error else f"{error:.2e}"
 
@@ -222,8 +231,10 @@ def run(args) -> int:
             progress.update(task, advance=1, description=f"{result.case.backend} {result.case.name}")
 
         for case in cases:
+            before, start = len(codegen.imported_kernels()), time.perf_counter()
             results.append(conformance.run_case(case, configs))
             seen(results[-1])
+            _say_what_compiled(console, case, codegen.imported_kernels()[before:], time.perf_counter() - start)
         results += verify_entries(entries, on_result=seen)
     table = Table(title="scanforge check: rel err ||out - ref|| / ||ref|| against float64; laws: rel err "
                         "between variants")

@@ -42,6 +42,14 @@ _modules: dict[str, ModuleType] = {}  # by generated file: specs that render the
 _loaded: dict[tuple, ModuleType] = {}  # by (backend, spec, config): no re-rendering on the op's hot path
 _lock = threading.Lock()
 _used: contextvars.ContextVar[list | None] = contextvars.ContextVar("scanforge_kernels_used", default=None)
+_imported: list[str] = []  # "<backend> <spec key> (<file>)" of each kernel module this process imported, in order
+
+
+def imported_kernels() -> list[str]:
+    """The kernel modules this process has imported so far, in order (``<backend> <spec key> (<file>)``): a
+    long-running command shows from it what it compiled (a module's kernels compile, or load from Numba's
+    disk cache, on their first call)."""
+    return list(_imported)
 _warned: set[str] = set()
 
 
@@ -128,6 +136,7 @@ def _load(memo: tuple, spec, backend: str, config, constants) -> ModuleType:
             _remove_cache_files(path, e)
             module = _import(name, path, text)
         _modules[key] = _loaded[memo] = module
+        _imported.append(f"{backend} {spec.key()} ({path.name})")
         return module
 
 

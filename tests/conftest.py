@@ -1,5 +1,5 @@
 """Test setup: interpreted Triton without a GPU, a private cache per process whose generated kernels are shared
-by the whole run, NaN-poisoned outputs, the Hypothesis profiles and the order heavy groups start in.
+by the whole run, NaN-poisoned outputs and the Hypothesis profiles.
 
 Caches: every pytest process (each xdist worker) gets a fresh private ``SCANFORGE_CACHE_DIR`` (tuned configs and
 studies never leak between tests of different workers), but its ``kernels/`` folder is one folder shared by every
@@ -18,7 +18,6 @@ Hypothesis profiles (``SCANFORGE_HYPOTHESIS_PROFILE``, or Hypothesis' own ``--hy
 """
 
 import atexit
-import json
 import os
 import shutil
 import tempfile
@@ -69,50 +68,9 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``gpu`` need a CUDA device: skipped without one (``pytest -m gpu`` runs them first on a GPU)."""
-    _record_groups(items)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
-
-
-# Tests that must share one worker carry ``pytest.mark.xdist_group(name)`` (one fixture computed once, one server,
-# processes that must not compete). pytest-xdist 3.8 groups them by renaming the test, which pytest >= 9.2 no longer
-# honours (pytest-dev/pytest-xdist#1386): each worker writes the groups it collected to the run's folder instead,
-# and the scheduler below reads them.
-def _record_groups(items) -> None:
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if worker is None:
-        return
-    groups = {}
-    for item in items:
-        mark = item.get_closest_marker("xdist_group")
-        if mark is not None:
-            groups[item.nodeid] = str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
-    fd, tmp = tempfile.mkstemp(dir=_run_dir(), suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(groups, f)
-    os.replace(tmp, _run_dir() / f"groups-{worker}.json")
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config, log):
-    """``--dist loadgroup`` with the groups the workers recorded. Groups of several tests are sent first (largest
-    first), so the longest fixtures (the compile gate, the fleet's server) start at the beginning of the run."""
-    if config.getvalue("dist") != "loadgroup":
-        return None
-    from xdist.scheduler import LoadGroupScheduling
-
-    class RecordedGroups(LoadGroupScheduling):
-        _groups: dict | None = None
-
-        def _split_scope(self, nodeid: str) -> str:
-            if self._groups is None:  # called once every worker has collected (and written its file)
-                self._groups = {}
-                for path in sorted(_run_dir().glob("groups-*.json")):
-                    self._groups.update(json.loads(path.read_text()))
-            return self._groups.get(nodeid) or super()._split_scope(nodeid)
-
-    return RecordedGroups(config, log)

@@ -19,11 +19,6 @@ def _scanforge(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess
                            *args], capture_output=True, text=True, timeout=timeout)
 
 
-#: The gate's tests share one fixture (its compile uses every core): one worker runs both, and xdist starts
-#: groups of several tests before single ones, so the longest fixture of the run starts at once.
-GATE = pytest.mark.xdist_group("compile-gate")
-
-
 @pytest.fixture(scope="module")
 def gate(tmp_path_factory) -> tuple[subprocess.CompletedProcess, list[dict]]:
     """The gate as CI runs it: every variant x phase x fp32/bf16 x default config, sm_80 and sm_90, both backends."""
@@ -33,7 +28,6 @@ def gate(tmp_path_factory) -> tuple[subprocess.CompletedProcess, list[dict]]:
     return done, rows
 
 
-@GATE
 def test_gate_every_kernel_compiles_without_spills_and_reaches_the_warps_floor(gate):
     done, rows = gate
     bad = [(r["backend"], r["kernel"], r["variant"], r["phase"], r["dtype"], r["target"], r["verdict"], r.get("error"))
@@ -41,7 +35,6 @@ def test_gate_every_kernel_compiles_without_spills_and_reaches_the_warps_floor(g
     assert done.returncode == 0 and not bad, (bad, done.stdout[-3000:], done.stderr[-3000:])
 
 
-@GATE
 def test_gate_covers_every_variant_phase_dtype_target_and_backend(gate):
     _, rows = gate
     seen = {(r["backend"], r["variant"], r["phase"], r["dtype"], r["target"]) for r in rows}

@@ -28,8 +28,6 @@ from scanforge.tuning.storage import interrupted, open_storage
 HERE = Path(__file__).parents[1]  # the tests folder: the toy backends and spaces live there
 HANG_GUARD = 300  # seconds: only a hang takes this long
 RUNNING, WAITING = optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING
-#: One worker runs this module: one PostgreSQL server, and the hosts' processes never compete with each other.
-pytestmark = pytest.mark.xdist_group("fleet")
 
 
 @pytest.fixture(scope="module")
@@ -317,7 +315,8 @@ def test_a_server_restart_loses_no_trial_and_the_winners_export(pg, db, tmp_path
     (tmp_path / "foreign.json").write_text(json.dumps(foreign))
     with pytest.warns(UserWarning, match="not this machine") as seen:
         assert main(["cache", "import", str(tmp_path / "foreign.json")]) == 1
-    assert len(seen) == 1, [f"{w.category.__name__}: {w.message}" for w in seen]
+    refused = [w for w in seen if "not this machine" in str(w.message)]  # other libraries' once-per-process warnings
+    assert len(refused) == 1, [f"{w.category.__name__}: {w.message}" for w in seen]
     cache.forget()
 
 

@@ -182,8 +182,10 @@ def _say_what_compiled(console: Console, case, kernels: list[str], seconds: floa
     """One line per row that brought new kernels: what they are and how long the row took with their compile
     (or their load from the disk cache), so that a long first run shows where its time goes."""
     if kernels:
+        keys = [k.split(" (")[0].split(" ", 1)[1] for k in kernels]
+        shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
         console.print(f"{case.backend} {case.name}: {len(kernels)} new kernel module(s) in {seconds:.1f} s "
-                      f"(compiled, or loaded from the disk cache): {', '.join(k.split(' (')[0] for k in kernels)}")
+                      f"(compiled, or loaded from the disk cache): {shown}")
 
 
 def _fmt(error: float) -> str:

@@ -63,3 +63,13 @@ def test_default_configs_are_documented_per_family():
 def test_direction_is_part_of_the_rendered_header():
     source = codegen.render(ScanSpec(direction=Direction.CAUSAL), "triton", CONFIG)
     assert "causal" in source.splitlines()[0]
+
+
+def test_imported_kernels_name_each_new_module_once_in_order():
+    spec = ScanSpec(stride=3, has_D=True)
+    config = {**default_config("numba_cpu", spec), "BLOCK_D": 3}  # a config no other test renders
+    before = codegen.imported_kernels()
+    codegen.load(spec, "numba_cpu", config)
+    codegen.load(spec, "numba_cpu", config)  # already imported: not named again
+    new = codegen.imported_kernels()[len(before):]
+    assert len(new) == 1 and new[0].startswith(f"numba_cpu {spec.key()} (") and new[0].endswith(".py)")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from .. import backends
 from ..backends.base import GatherInputs
 from ..kernels.ir import GatherSpec, Phase
+from ..kernels.variants import GATHER_VARIANTS
 from . import strategies
 from .accuracy import DEFAULT_HALF, gather_case, gather_errors
 from .examples import GatherExample
@@ -37,6 +39,11 @@ class _Gather(OpKind):
                              seed=seed)]
 
     def property_draws(self, name, backend, device):
+        """The gather specs and their examples; ValueError (a "not implemented" row) where ``backend`` runs none of
+        the named gather variants on ``device``, instead of a property that filters out every draw."""
+        reasons = [backends.get(backend).unsupported_reason(spec, device) for spec in GATHER_VARIANTS.values()]
+        if all(reasons):
+            raise ValueError(f"backend {backend!r} runs no gather here: {reasons[0]}")
         return strategies.gather_specs(), strategies.gather_examples
 
 

@@ -202,3 +202,19 @@ def test_pytest_entry_point_runs_the_suite_in_a_users_ci(tmp_path):
                           cwd=tmp_path, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and "failed" not in proc.stdout
+
+
+def test_a_deep_gather_property_on_a_backend_without_gathers_is_not_implemented(monkeypatch):
+    """A backend that runs no gather gets a "not implemented" row, not a property that filters out every draw."""
+    from scanforge.kernels.ir import GatherSpec
+
+    class ScansOnly(ToyBackend):
+        name = "scans_only"
+
+        def unsupported_reason(self, spec, device):
+            return "scans only" if isinstance(spec, GatherSpec) else None
+
+    monkeypatch.setitem(backends._REGISTRY, "scans_only", ScansOnly())
+    case = conformance.Case("scans_only", "property", "topk_gather", "gather", examples=3)
+    result = conformance.run_case(case)
+    assert result.status == "not implemented" and "scans only" in result.message, result

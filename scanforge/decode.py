@@ -56,7 +56,7 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
     """One decode step, mamba-ssm's ``selective_state_update``: updates ``state`` in place.
 
     Args:
-        state: ``[batch, dim, N]`` (any floating dtype; float32 arithmetic), updated in place.
+        state: ``[batch, dim, N]`` (float32, float16 or bfloat16; float32 arithmetic), updated in place.
         x, dt, z: ``[batch, dim]``. A: ``[dim, N]``. B, C: ``[batch, N]`` or grouped ``[batch, G, N]``.
         D, dt_bias: ``[dim]``. dt_softplus: ``dt = softplus(dt + dt_bias)``.
         stride, gate, gate_threshold, gate_mode: the strided / gated variants of

@@ -66,6 +66,13 @@ settings.load_profile(os.environ.get("SCANFORGE_HYPOTHESIS_PROFILE", "ci"))
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@pytest.fixture(autouse=True)
+def _seeded_torch():
+    """Every test starts from the same torch random state, whichever worker runs it and whatever ran before it
+    there: a test's unseeded draws are the same in every run."""
+    torch.manual_seed(0)
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``gpu`` need a CUDA device: skipped without one (``pytest -m gpu`` runs them first on a GPU)."""
     if torch.cuda.is_available():

@@ -90,4 +90,4 @@ def test_torch_compile_fullgraph(backend):
 
     eager = torch.autograd.grad(fn(x, w), w)[0]
     compiled = torch.autograd.grad(torch.compile(fn, fullgraph=True)(x, w), w)[0]
-    torch.testing.assert_close(compiled, eager)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)  # inductor reorders the fp32 sums of x @ w

@@ -20,11 +20,12 @@ from ._version import __version__  # noqa: E402
 from .decode import DecodeWindow, selective_state_update  # noqa: E402
 from .kernels.ir import Direction, GateMode, GatherSpec, ScanSpec  # noqa: E402
 from .ops import selective_scan, topk_gather  # noqa: E402
+from .ssd import ssd_scan  # noqa: E402
 from .tuning import configs as _configs  # noqa: E402
 
 _configs.install()  # kernels run with the configs tuned for this machine, else the defaults
 
 __all__ = [
     "DecodeWindow", "Direction", "GatherSpec", "GateMode", "ScanSpec", "selective_scan", "selective_state_update",
-    "topk_gather", "__version__",
+    "ssd_scan", "topk_gather", "__version__",
 ]

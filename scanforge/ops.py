@@ -6,6 +6,8 @@ Python before the op is called and passed to it by name, so a compiled graph kee
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -22,30 +24,32 @@ _SCAN_TENSORS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "gate", "i
 
 
 def _scan_call(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, cu_seqlens, delta_softplus, direction,
-               stride, gate_threshold, gate_mode, return_last_state):
+               stride, gate_threshold, gate_mode, return_last_state, decay, dt_min, dt_max):
     """The spec and the named input bundle of the op's flat arguments."""
     spec = scan_spec_for(u, B, D, z, delta_bias, gate, initial_state, delta_softplus, direction, stride, gate_mode,
-                         return_last_state, cu_seqlens)
+                         return_last_state, cu_seqlens, decay)
     inputs = ScanInputs(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias, gate=gate,
-                        initial_state=initial_state, gate_threshold=gate_threshold, cu_seqlens=cu_seqlens)
+                        initial_state=initial_state, gate_threshold=gate_threshold, cu_seqlens=cu_seqlens,
+                        dt_limit=(dt_min, dt_max))
     return spec, inputs
+
 
 @torch.library.custom_op("scanforge::selective_scan", mutates_args=())
 def _selective_scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
                        z: Tensor | None, delta_bias: Tensor | None, gate: Tensor | None,
                        initial_state: Tensor | None, cu_seqlens: Tensor | None, delta_softplus: bool, direction: str,
-                       stride: int, gate_threshold: float, gate_mode: str, return_last_state: bool,
-                       backend: str) -> tuple[Tensor, Tensor]:
+                       stride: int, gate_threshold: float, gate_mode: str, return_last_state: bool, decay: str,
+                       dt_min: float, dt_max: float, backend: str) -> tuple[Tensor, Tensor]:
     spec, inputs = _scan_call(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, cu_seqlens, delta_softplus,
-                              direction, stride, gate_threshold, gate_mode, return_last_state)
+                              direction, stride, gate_threshold, gate_mode, return_last_state, decay, dt_min, dt_max)
     return backends.get(backend).scan_forward(spec, inputs)
 
 
 @_selective_scan_op.register_fake
 def _(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, cu_seqlens, delta_softplus, direction, stride,
-      gate_threshold, gate_mode, return_last_state, backend):
+      gate_threshold, gate_mode, return_last_state, decay, dt_min, dt_max, backend):
     batch, dim, _ = u.shape
-    state_shape = (batch, dim, A.shape[1]) if return_last_state else (0,)
+    state_shape = (batch, dim, B.shape[-2]) if return_last_state else (0,)
     return torch.empty_like(u, memory_format=torch.contiguous_format), u.new_empty(state_shape, dtype=torch.float32)
 
 
@@ -54,10 +58,11 @@ def _selective_scan_backward_op(dy: Tensor, dh_last: Tensor, u: Tensor, delta: T
                                 C: Tensor, D: Tensor | None, z: Tensor | None, delta_bias: Tensor | None,
                                 gate: Tensor | None, initial_state: Tensor | None, cu_seqlens: Tensor | None,
                                 delta_softplus: bool, direction: str, stride: int, gate_threshold: float,
-                                gate_mode: str, return_last_state: bool, backend: str) -> list[Tensor]:
+                                gate_mode: str, return_last_state: bool, decay: str, dt_min: float, dt_max: float,
+                                backend: str) -> list[Tensor]:
     """Gradients of every input in :data:`SCAN_GRAD_NAMES` order; an absent input gets an empty tensor."""
     spec, inputs = _scan_call(u, delta, A, B, C, D, z, delta_bias, gate, initial_state, cu_seqlens, delta_softplus,
-                              direction, stride, gate_threshold, gate_mode, return_last_state)
+                              direction, stride, gate_threshold, gate_mode, return_last_state, decay, dt_min, dt_max)
     grads = backends.get(backend).scan_backward(spec, inputs, dy, dh_last)
     return [grads[name] if name in grads else u.new_empty((0,)) for name in SCAN_GRAD_NAMES]
 
@@ -130,7 +135,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     name = backends.resolve(backend, spec, u.device)
     y, h_last = torch.ops.scanforge.selective_scan(
         u, delta, A, B, C, D, z, delta_bias, gate, initial_state, cu_seqlens, delta_softplus, spec.direction.value,
-        stride, float(gate_threshold), spec.gate_mode.value, return_last_state, name)
+        stride, float(gate_threshold), spec.gate_mode.value, return_last_state, spec.decay.value, 0.0, math.inf, name)
     return (y, h_last) if return_last_state else y
 
 

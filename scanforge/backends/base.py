@@ -22,7 +22,9 @@ from ..kernels.ir import GatherSpec, ScanSpec
 
 
 class ScanInputs(NamedTuple):
-    """Validated selective-scan inputs (shapes in :func:`scanforge.selective_scan`)."""
+    """Validated selective-scan inputs (shapes in :func:`scanforge.selective_scan`). A per-head decay spec
+    (Mamba-2, :func:`scanforge.ssd_scan`) takes ``delta (batch, nheads, L)``, ``A`` and ``delta_bias``
+    ``(nheads,)``, ``D (dim,)`` and ``initial_state (batch, dim, N)``, and clamps dt to ``dt_limit``."""
 
     u: torch.Tensor
     delta: torch.Tensor
@@ -36,6 +38,7 @@ class ScanInputs(NamedTuple):
     initial_state: torch.Tensor | None
     gate_threshold: float
     cu_seqlens: torch.Tensor | None = None
+    dt_limit: tuple[float, float] = (0.0, math.inf)
 
     @property
     def tensors(self) -> tuple[torch.Tensor | None, ...]:

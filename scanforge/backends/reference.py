@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels.ir import GatherSpec, ScanSpec
-from ..kernels.reference import selective_scan_ref, selective_state_update_ref, topk_gather_ref
+from ..kernels.ir import Decay, GatherSpec, ScanSpec
+from ..kernels.reference import selective_scan_ref, selective_state_update_ref, ssd_scan_ref, topk_gather_ref
 from .base import SCAN_GRAD_NAMES, Backend, ScanInputs
 from .host import empty_last_state, no_last_state_cotangent
 
@@ -13,11 +13,25 @@ from .host import empty_last_state, no_last_state_cotangent
 def _run(spec: ScanSpec, x: ScanInputs, tensors) -> tuple[torch.Tensor, ...]:
     """``(y,)``, or ``(y, h_last)`` when the spec returns the last state; float64."""
     u, delta, A, B, C, D, z, delta_bias, gate, h0 = tensors
+    if spec.decay is Decay.HEAD:
+        return _run_ssd(spec, x, tensors)
     out = selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, spec.softplus, direction=spec.direction,
                              stride=spec.stride, gate=gate, gate_threshold=x.gate_threshold,
                              gate_mode=spec.gate_mode, initial_state=h0,
                              return_last_state=spec.return_last_state, cu_seqlens=x.cu_seqlens)
     return out if spec.return_last_state else (out,)
+
+
+def _run_ssd(spec: ScanSpec, x: ScanInputs, tensors) -> tuple[torch.Tensor, ...]:
+    """:func:`_run` of a per-head decay spec: its states are ``(batch, dim, N)`` here, per head in the reference."""
+    u, delta, A, B, C, D, z, delta_bias, _, h0 = tensors
+    batch, dim, _ = u.shape
+    heads, N = A.shape[0], B.shape[-2]
+    h0 = None if h0 is None else h0.reshape(batch, heads, dim // heads, N)
+    out = ssd_scan_ref(u, delta, A, B, C, D, z, delta_bias, spec.softplus, dt_limit=x.dt_limit,
+                       direction=spec.direction, initial_state=h0, return_last_state=spec.return_last_state,
+                       cu_seqlens=x.cu_seqlens)
+    return (out[0], out[1].reshape(batch, dim, N)) if spec.return_last_state else (out,)
 
 
 class ReferenceBackend(Backend):

@@ -37,7 +37,6 @@ import jinja2
 from ..paths import cache_dir
 from .ir import GatherSpec, ScanSpec
 
-_ENTRY_TEMPLATE = {ScanSpec: "scan_module.j2", GatherSpec: "gather_module.j2"}
 _modules: dict[str, ModuleType] = {}  # by generated file: specs that render the same source share it
 _loaded: dict[tuple, ModuleType] = {}  # by (backend, spec, config): no re-rendering on the op's hot path
 _lock = threading.Lock()
@@ -80,13 +79,18 @@ def _environment(backend: str) -> jinja2.Environment:
 
 def family(spec: ScanSpec | GatherSpec) -> str:
     """The kernel family of a spec, e.g. ``scan_fwd``: the unit of search spaces and defaults."""
-    return f"{'scan' if isinstance(spec, ScanSpec) else 'gather'}_{spec.phase.value}"
+    return f"{_stem(spec)}_{spec.phase.value}"
+
+
+def _stem(spec: ScanSpec | GatherSpec) -> str:
+    """``scan``, ``ssd`` or ``gather``: a family's name before its phase, and its entry template's name."""
+    return spec.kind if isinstance(spec, ScanSpec) else "gather"
 
 
 def render(spec: ScanSpec | GatherSpec, backend: str, config: Mapping[str, object],
            constants: Mapping[str, object] | None = None) -> str:
     """The kernel source (Python text) for ``spec`` on ``backend`` with tiling ``config``."""
-    template = _environment(backend).get_template(_ENTRY_TEMPLATE[type(spec)])
+    template = _environment(backend).get_template(f"{_stem(spec)}_module.j2")
     return template.render(spec=spec, config=dict(config), constants=dict(constants or {}))
 
 

@@ -45,6 +45,13 @@ class Pooling(str, Enum):
         return list(Pooling).index(self)
 
 
+class Decay(str, Enum):
+    """What A holds: a decay per channel and state (Mamba-1), or one scalar per head (Mamba-2's SSD scan)."""
+
+    CHANNEL = "channel"  # A (dim, N), dt (batch, dim, L): one exponential per (channel, state, step)
+    HEAD = "head"  # A (nheads,), dt (batch, nheads, L): one exponential per (head, step)
+
+
 class Phase(str, Enum):
     FORWARD = "fwd"
     BACKWARD = "bwd"
@@ -107,6 +114,7 @@ class ScanSpec:
     has_initial_state: bool = False
     return_last_state: bool = False
     varlen: bool = False  # sequences packed along L, split by cu_seqlens (batch 1)
+    decay: Decay = Decay.CHANNEL
     phase: Phase = Phase.FORWARD
 
     def __post_init__(self) -> None:
@@ -115,6 +123,7 @@ class ScanSpec:
         _coerceenum_token(self, "direction", Direction)
         _coerceenum_token(self, "gate_mode", GateMode)
         _coerceenum_token(self, "phase", Phase)
+        _coerceenum_token(self, "decay", Decay)
         _check_bool(self, ("gated", "has_D", "has_z", "has_delta_bias", "softplus", "grouped",
                            "has_initial_state", "return_last_state", "varlen"))
         _check_dtype(self)
@@ -131,6 +140,9 @@ class ScanSpec:
                                            or self.return_last_state):
             raise ValueError("direction: a decode step is causal and updates its state in place; "
                              "direction must be 'causal' and the state flags False")
+        if self.decay is Decay.HEAD and (self.pooled or self.phase is Phase.DECODE):
+            raise ValueError("A: a per-head scalar decay (Mamba-2's scan, A of shape (nheads,)) has no stride or "
+                             "gate, and its decode step is selective_state_update with A expanded per channel")
         if self.direction is Direction.BIDIRECTIONAL and (self.has_initial_state or self.return_last_state):
             raise ValueError("initial_state/return_last_state: a bidirectional scan has two states; "
                              "they are defined for direction='causal' or 'reverse' only")
@@ -146,6 +158,11 @@ class ScanSpec:
     def pooled(self) -> bool:
         """Whether the state updates only at window ends (strided or gated), carrying an open window between."""
         return self.pooling is not Pooling.NONE
+
+    @property
+    def kind(self) -> str:
+        """The kernel family's stem: ``scan`` (a decay per channel and state) or ``ssd`` (one per head)."""
+        return "ssd" if self.decay is Decay.HEAD else "scan"
 
     @property
     def passes(self) -> tuple[Direction, ...]:
@@ -183,6 +200,7 @@ _SCAN_KEY = (
     flag("softplus", "softplus", "linear"), flag("grouped", "grouped", "shared"), _DTYPE_PART,
     flag("has_initial_state", "h0", "noh0"), flag("return_last_state", "hlast", "nohlast"),
     choice({"varlen": {"varlen": True}, "": {"varlen": False}}, optional=True),
+    choice({"headdecay": {"decay": Decay.HEAD}, "": {"decay": Decay.CHANNEL}}, optional=True),
 )
 
 

@@ -15,12 +15,14 @@ Notation (per batch b, channel d, state n, step t)::
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from .ir import Direction, GateMode, Summary, Weight
 
-__all__ = ["selective_scan_ref", "selective_state_update_ref", "topk_gather_ref"]
+__all__ = ["selective_scan_ref", "selective_state_update_ref", "ssd_scan_ref", "topk_gather_ref"]
 
 
 def _f64(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -157,6 +159,57 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
         y = y + D64[:, None] * u64
     if z64 is not None:
         y = y * F.silu(z64)
+    return (y, h_last) if return_last_state else y
+
+
+def ssd_scan_ref(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, *, dt_limit=(0.0, math.inf),
+                 direction="causal", initial_state=None, return_last_state=False, cu_seqlens=None):
+    """Mamba-2's scan (one scalar decay per head), as its plain recurrence in float64. Returns ``y`` or ``(y, h_last)``.
+
+    Shapes: ``x, z: (batch, nheads * headdim, L)``; ``dt: (batch, nheads, L)``; ``A, dt_bias: (nheads,)``;
+    ``B, C: (batch, ngroups, N, L)`` (or ``(batch, N, L)``: one group), the heads of group g being
+    ``g * nheads / ngroups ...``; ``D: (nheads,)`` or ``(nheads * headdim,)``;
+    ``initial_state, h_last: (batch, nheads, headdim, N)``. Per head h and step t (direction, cu_seqlens and the
+    bidirectional sum as in :func:`selective_scan_ref`)::
+
+        dt_t = clamp(softplus(dt_t + dt_bias) if dt_softplus else dt_t + dt_bias, *dt_limit)
+        S_t  = exp(dt_t * A[h]) * S_{t-1} + dt_t * x_t (outer) B_t        (S: headdim x N)
+        y_t  = S_t @ C_t + D * x_t ;  y_t *= silu(z_t) if z is given
+    """
+    if cu_seqlens is not None:
+        bounds = [int(b) for b in cu_seqlens]
+        seq = lambda t, a, b: t[..., a:b] if t is not None and t.dim() >= 3 else t  # noqa: E731
+        return torch.cat([ssd_scan_ref(seq(x, a, b), seq(dt, a, b), A, seq(B, a, b), seq(C, a, b), D, seq(z, a, b),
+                                       dt_bias, dt_softplus, dt_limit=dt_limit, direction=direction)
+                          for a, b in zip(bounds[:-1], bounds[1:])], dim=-1)
+    direction = Direction(direction)
+    batch, dim, L = x.shape
+    heads = A.shape[0]
+    xh = _f64(x).reshape(batch, heads, dim // heads, L)
+    step = _f64(dt) if dt_bias is None else _f64(dt) + _f64(dt_bias)[:, None]
+    step = (F.softplus(step) if dt_softplus else step).clamp(*dt_limit)
+    Bh, Ch = (_per_channel(_f64(t), heads) for t in (B, C))  # (batch, nheads, N, L)
+    h0 = _f64(initial_state)
+
+    def one_way(reverse: bool):
+        S = torch.zeros(batch, heads, dim // heads, Bh.shape[2], dtype=torch.float64, device=x.device) \
+            if h0 is None else h0
+        ys = [None] * L
+        for t in (range(L - 1, -1, -1) if reverse else range(L)):
+            decay = torch.exp(step[:, :, t] * _f64(A))[:, :, None, None]
+            S = decay * S + (step[:, :, t, None] * xh[..., t])[..., None] * Bh[:, :, None, :, t]
+            ys[t] = (S * Ch[:, :, None, :, t]).sum(-1)
+        return torch.stack(ys, dim=-1).reshape(batch, dim, L), S
+
+    if direction is Direction.BIDIRECTIONAL:
+        y, h_last = one_way(False)[0] + one_way(True)[0], None
+    else:
+        y, h_last = one_way(direction is Direction.REVERSE)
+    if D is not None:
+        D64 = _f64(D).repeat_interleave(dim // D.shape[0])
+        y = y + D64[:, None] * _f64(x)
+    if z is not None:
+        y = y * F.silu(_f64(z))
     return (y, h_last) if return_last_state else y
 
 

@@ -1,5 +1,7 @@
 """The torch.library registration: schema/fake/autograd consistency and torch.compile without graph breaks."""
 
+import math
+
 import pytest
 import torch
 from helpers import backends_for, device_of
@@ -13,7 +15,7 @@ SPEC = ScanSpec(has_D=True, has_z=True, has_delta_bias=True, softplus=True, has_
 
 
 def _op_args(x, backend):
-    return (*x.tensors, None, True, "causal", 1, 0.5, "hard", True, backend)
+    return (*x.tensors, None, True, "causal", 1, 0.5, "hard", True, "channel", 0.0, math.inf, backend)
 
 
 @pytest.mark.parametrize("backend", backends_for())
@@ -30,7 +32,7 @@ def test_fake_impl_gives_output_metadata():
     x = random_scan_inputs(ScanSpec(dtype="bfloat16", return_last_state=True), 2, 3, 7, 5)
     with FakeTensorMode(allow_non_fake_inputs=True):
         y, h = torch.ops.scanforge.selective_scan(*x.tensors, None, False, "causal", 1, 0.5, "hard", True,
-                                                  "reference")
+                                                  "channel", 0.0, math.inf, "reference")
     assert y.shape == (2, 3, 7) and y.dtype == torch.bfloat16
     assert h.shape == (2, 3, 5) and h.dtype == torch.float32
 

@@ -183,8 +183,7 @@ def ssd_scan_ref(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False
                                        dt_bias, dt_softplus, dt_limit=dt_limit, direction=direction)
                           for a, b in zip(bounds[:-1], bounds[1:])], dim=-1)
     direction = Direction(direction)
-    batch, dim, L = x.shape
-    heads = A.shape[0]
+    (batch, dim, L), heads = x.shape, A.shape[0]
     xh = _f64(x).reshape(batch, heads, dim // heads, L)
     step = _f64(dt) if dt_bias is None else _f64(dt) + _f64(dt_bias)[:, None]
     step = (F.softplus(step) if dt_softplus else step).clamp(*dt_limit)

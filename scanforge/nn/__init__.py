@@ -5,10 +5,12 @@ from .adaptive import ACMamba
 from .bimamba import BiMamba
 from .lm import Backbone, MambaClassifier, MambaLM
 from .mamba import Mamba, MambaCache
+from .mamba2 import GatedRMSNorm, Mamba2, Mamba2Cache
 from .multiscale import MSMamba, MSMambaCache
 from .pruning import TopKTokenPruner
 from .vit import DynamicDepthViT, ViT
 from .vlm import TinyVLM
 
-__all__ = ["ACMamba", "Backbone", "BiMamba", "DynamicDepthViT", "MSMamba", "MSMambaCache", "Mamba", "MambaCache",
+__all__ = ["ACMamba", "Backbone", "BiMamba", "DynamicDepthViT", "GatedRMSNorm", "MSMamba", "MSMambaCache", "Mamba",
+           "Mamba2", "Mamba2Cache", "MambaCache",
            "MambaClassifier", "MambaLM", "TinyVLM", "TopKTokenPruner", "ViT"]

@@ -35,10 +35,15 @@ def init_dt_proj(dt_proj: nn.Linear, dt_min: float, dt_max: float, dt_init_floor
         raise ValueError(f"dt_min, dt_max: expected 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
     std = dt_proj.in_features ** -0.5 * dt_scale
     nn.init.uniform_(dt_proj.weight, -std, std)
-    dt = torch.exp(torch.rand(dt_proj.out_features) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-    dt = dt.clamp(min=dt_init_floor)
-    dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
+    dt_proj.bias.copy_(dt_bias_init(dt_proj.out_features, dt_min, dt_max, dt_init_floor))
     dt_proj.bias._no_reinit = True
+
+
+def dt_bias_init(n: int, dt_min: float, dt_max: float, dt_init_floor: float) -> Tensor:
+    """mamba-ssm's dt bias: the inverse softplus of dt drawn log-uniformly in [dt_min, dt_max] (floored)."""
+    dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+    dt = dt.clamp(min=dt_init_floor)
+    return dt + torch.log(-torch.expm1(-dt))
 
 
 def a_log_init(d_inner: int, d_state: int) -> nn.Parameter:

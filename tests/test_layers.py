@@ -20,12 +20,12 @@ PACKAGE = Path(scanforge.__file__).parent
 LAYERS = ("foundation", "kernels", "backends", "ops", "testing", "tuning", "cli")
 #: The layer of each top-level module or subpackage of scanforge.
 LAYER_OF = {"paths": "foundation", "_version": "foundation", "kernels": "kernels", "backends": "backends",
-            "ops": "ops", "decode": "ops", "testing": "testing", "tuning": "tuning", "cli": "cli"}
+            "ops": "ops", "decode": "ops", "ssd": "ops", "testing": "testing", "tuning": "tuning", "cli": "cli"}
 #: Users of the public ops: they may import the public API and each other, nothing of the pipeline's inside.
 USERS = {"nn", "experiments", "compat", "integrations", "data"}
 #: The public API as modules: the package (its ops), the ops modules, the backend registry (``register``,
 #: ``Backend``, names), the spec types and the float64 reference (mamba-ssm's ``selective_scan_ref``).
-PUBLIC = {"scanforge", "scanforge.ops", "scanforge.decode", "scanforge.backends", "scanforge.kernels.ir",
+PUBLIC = {"scanforge", "scanforge.ops", "scanforge.decode", "scanforge.ssd", "scanforge.backends", "scanforge.kernels.ir",
           "scanforge.kernels.reference"}
 
 

@@ -17,54 +17,22 @@ import types
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 try:
-    import transformers
-    from transformers.cache_utils import Cache
     from transformers.models.mamba import modeling_mamba
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("scanforge.integrations.transformers needs transformers >= 5.21: "
                       "pip install 'scanforge[hf]'") from exc
 
 from .. import backends, decode, ops
+from .hf_common import check_version, conv_and_activate, masked, with_accelerate_hooks
 
-__all__ = ["apply_scanforge_to_mamba", "is_scanforge_applied", "revert_scanforge_to_mamba"]
+__all__ = ["apply_scanforge_to_mamba", "apply_scanforge_to_mamba2", "is_scanforge_applied",
+           "is_scanforge_applied_to_mamba2", "revert_scanforge_to_mamba", "revert_scanforge_to_mamba2"]
 
-MIN_TRANSFORMERS = "5.21"
 _ATTR = "_scanforge_backend"  # set on patched forwards (the backend name, or None for the device's choice)
 _original_forward: Callable | None = None
-
-
-def _check_version() -> None:
-    if not all(hasattr(Cache, name) for name in ("get_conv_state", "get_recurrent_state", "is_recording_past")):
-        raise RuntimeError(f"apply_scanforge_to_mamba: transformers {transformers.__version__} is installed; "
-                           f"expected >= {MIN_TRANSFORMERS} (a Cache with get_conv_state/get_recurrent_state)")
-
-
-def _masked(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-    """Zero padded positions ((batch, L, channels) against a (batch, L) mask), keeping the dtype."""
-    if attention_mask is None:
-        return hidden_states
-    return (hidden_states * attention_mask[:, :, None]).to(hidden_states.dtype)
-
-
-def _conv(self, x: torch.Tensor, cache, conv_state: torch.Tensor | None) -> torch.Tensor:
-    """The mixer's causal depthwise conv and activation on x (batch, d, L), reading and updating the cache."""
-    seq_len, K = x.shape[-1], self.conv_kernel_size
-    weight, bias = self.conv1d.weight, self.conv1d.bias
-    if conv_state is not None and seq_len == 1 and not cache.is_recording_past(self.layer_idx):
-        window = torch.cat([conv_state, x], dim=-1).to(weight.dtype)
-        conv_state.copy_(window[..., -conv_state.shape[-1]:])
-        # One output per channel: a multiply-sum (a depthwise F.conv1d this small costs milliseconds on CPU).
-        out = (window[..., -K:] * weight[:, 0, :]).sum(-1, keepdim=True)
-        out = out if bias is None else out + bias[:, None]
-    else:
-        full = x if cache is None else cache.update_conv_state(x, self.layer_idx, conv_kernel_size=K)
-        out = F.conv1d(full.to(weight.dtype), weight, bias, padding=K - 1, groups=x.shape[1])
-        out = out[..., : full.shape[-1]][..., -seq_len:]
-    return self.act(out).to(x.dtype)
 
 
 def _make_forward(backend: str | None) -> Callable:
@@ -79,8 +47,8 @@ def _make_forward(backend: str | None) -> Callable:
             recurrent_state = cache.get_recurrent_state(layer, state_idx=0)
         seq_len, dtype = hidden_states.shape[1], hidden_states.dtype
 
-        x, z = self.in_proj(_masked(hidden_states, attention_mask)).transpose(1, 2).chunk(2, dim=1)
-        x = _masked(_conv(self, x, cache, conv_state).transpose(1, 2), attention_mask)  # (batch, L, d)
+        x, z = self.in_proj(masked(hidden_states, attention_mask)).transpose(1, 2).chunk(2, dim=1)
+        x = masked(conv_and_activate(self, x, cache, conv_state).transpose(1, 2), attention_mask)  # (batch, L, d)
         dt, B, C = torch.split(self.x_proj(x), [self.time_step_rank, self.ssm_state_size, self.ssm_state_size], dim=-1)
         dt = self.dt_proj.weight @ dt.transpose(1, 2)  # (batch, d, L); the bias is added (in fp32) by the kernel
         dt_bias = None if self.dt_proj.bias is None else self.dt_proj.bias.float()
@@ -101,18 +69,9 @@ def _make_forward(backend: str | None) -> Callable:
                 cache.update_recurrent_state(last_state, layer)
         return self.out_proj(y.transpose(1, 2).to(dtype))
 
-    forward = _with_accelerate_hooks(forward)
+    forward = with_accelerate_hooks(forward, ["conv1d", "dt_proj"])
     setattr(forward, _ATTR, backend)
     return forward
-
-
-def _with_accelerate_hooks(forward: Callable) -> Callable:
-    """Fire the offloading hooks of the children whose weights are read directly, as the original does."""
-    try:
-        from transformers.integrations.accelerate import force_accelerate_hooks
-    except ImportError:  # pragma: no cover - older layouts
-        return forward
-    return force_accelerate_hooks(["conv1d", "dt_proj"])(forward)
 
 
 def _mixers(model: nn.Module) -> list[nn.Module]:
@@ -131,7 +90,7 @@ def apply_scanforge_to_mamba(model: nn.Module | None = None, *, backend: str | N
     Returns the model (None when switching the class). Undo with :func:`revert_scanforge_to_mamba`.
     """
     global _original_forward
-    _check_version()
+    check_version("apply_scanforge_to_mamba")
     if backend is not None and not isinstance(backend, str):
         raise TypeError(f"backend: expected None or a backend name, got {backend!r}")
     if backend is not None:
@@ -172,3 +131,10 @@ def is_scanforge_applied(mixer: nn.Module) -> bool:
     """Whether this MambaMixer (or every mixer of this model) runs on scanforge."""
     mixers = _mixers(mixer)
     return bool(mixers) and all(hasattr(m.forward, _ATTR) for m in mixers)
+
+
+from .transformers_mamba2 import (  # noqa: E402  (Mamba-2's switch, under the same module)
+    apply_scanforge_to_mamba2,
+    is_scanforge_applied_to_mamba2,
+    revert_scanforge_to_mamba2,
+)

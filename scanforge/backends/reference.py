@@ -10,8 +10,9 @@ from .base import SCAN_GRAD_NAMES, Backend, ScanInputs
 from .host import empty_last_state, no_last_state_cotangent
 
 
-def _run(spec: ScanSpec, x: ScanInputs, tensors) -> tuple[torch.Tensor, ...]:
-    """``(y,)``, or ``(y, h_last)`` when the spec returns the last state; float64."""
+def run_scan(spec: ScanSpec, x: ScanInputs, tensors) -> tuple[torch.Tensor, ...]:
+    """The reference of ``spec`` on ``tensors`` (ScanInputs' tensors, any dtype, e.g. float64 leaves of a graph) with
+    the options of ``x``: ``(y,)``, or ``(y, h_last)`` when the spec returns the last state; float64."""
     u, delta, A, B, C, D, z, delta_bias, gate, h0 = tensors
     if spec.decay is Decay.HEAD:
         return _run_ssd(spec, x, tensors)
@@ -23,7 +24,7 @@ def _run(spec: ScanSpec, x: ScanInputs, tensors) -> tuple[torch.Tensor, ...]:
 
 
 def _run_ssd(spec: ScanSpec, x: ScanInputs, tensors) -> tuple[torch.Tensor, ...]:
-    """:func:`_run` of a per-head decay spec: its states are ``(batch, dim, N)`` here, per head in the reference."""
+    """:func:`run_scan` of a per-head decay spec: its states are ``(batch, dim, N)`` here, per head in the reference."""
     u, delta, A, B, C, D, z, delta_bias, _, h0 = tensors
     batch, dim, _ = u.shape
     heads, N = A.shape[0], B.shape[-2]
@@ -38,7 +39,7 @@ class ReferenceBackend(Backend):
     name = "reference"
 
     def scan_forward(self, spec, inputs, config=None):
-        out = _run(spec, inputs, inputs.tensors)
+        out = run_scan(spec, inputs, inputs.tensors)
         h_last = out[1] if spec.return_last_state else empty_last_state(inputs.u)
         return out[0].to(inputs.u.dtype), h_last.to(torch.float32)
 
@@ -48,7 +49,7 @@ class ReferenceBackend(Backend):
 
         def outputs(*leaves):
             tensors = dict(zip(SCAN_GRAD_NAMES, inputs.tensors)) | dict(zip(present, leaves))
-            return _run(spec, inputs, [tensors[name] for name in SCAN_GRAD_NAMES])
+            return run_scan(spec, inputs, [tensors[name] for name in SCAN_GRAD_NAMES])
 
         # torch.func, not torch.autograd: this runs inside a custom op, below the autograd dispatch key.
         out, vjp = torch.func.vjp(outputs, *[t.detach().to(torch.float64) for t in originals])

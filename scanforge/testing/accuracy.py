@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import torch
 
 from ..backends.base import SCAN_GRAD_NAMES, Backend, ScanInputs
+from ..backends.reference import run_scan
 from ..kernels.ir import GatherSpec, ScanSpec
-from ..kernels.reference import selective_scan_ref, topk_gather_ref
+from ..kernels.reference import topk_gather_ref
 from .layouts import as_layout
 
 #: Relative-error bounds ``||out - ref|| / ||ref||`` by input dtype (DESIGN §5).
@@ -46,7 +47,7 @@ DEFAULT_HALF = ("B",)
 
 def random_scan_inputs(spec: ScanSpec, batch: int, dim: int, L: int, N: int, *, groups: int = 1,
                        device: str | torch.device = "cpu", seed: int = 0, layout: str = "contiguous",
-                       extreme_dt: bool = False, half: Sequence[str] = DEFAULT_HALF) -> ScanInputs:
+                       extreme_dt: bool = False, half: Sequence[str] = DEFAULT_HALF, heads: int = 0) -> ScanInputs:
     """Fresh random inputs of ``spec`` (never zeros), in the spec's dtype.
 
     dt lands in a realistic range (softplus(delta + bias) about 0.05-1), A is negative, so the
@@ -55,7 +56,8 @@ def random_scan_inputs(spec: ScanSpec, batch: int, dim: int, L: int, N: int, *, 
     ``extreme_dt=True`` spreads dt log-uniformly over :data:`EXTREME_DT` (tiny steps that barely
     move the state and huge ones that wipe it), the edge of what a trained model produces.
     ``half`` names the inputs of :data:`HALF_CAPABLE` stored in u's dtype (the others are float32);
-    it only matters for a float16/bfloat16 spec.
+    it only matters for a float16/bfloat16 spec. A per-head decay spec (Mamba-2) takes ``heads`` (dividing dim):
+    dt, A and delta_bias are then per head.
     """
     unknown = set(half) - set(HALF_CAPABLE)
     if unknown:
@@ -68,18 +70,21 @@ def random_scan_inputs(spec: ScanSpec, batch: int, dim: int, L: int, N: int, *, 
         return (torch.randn(*shape, generator=gen) * scale + shift).to(device=device, dtype=to)
 
     bc_shape = (batch, groups, N, L) if spec.grouped else (batch, N, L)
+    rows = heads if spec.kind == "ssd" else dim  # what dt, A and delta_bias are given for: heads or channels
+    if spec.kind == "ssd" and (heads < 1 or dim % heads):
+        raise ValueError(f"heads: a per-head decay spec needs heads dividing dim = {dim}, got {heads}")
     if spec.softplus:
-        delta = rand(batch, dim, L, scale=0.5, shift=-1.0)
+        delta = rand(batch, rows, L, scale=0.5, shift=-1.0)
     else:
-        delta = (torch.rand(batch, dim, L, generator=gen) * 0.3 + 0.02).to(device=device, dtype=dtype)
+        delta = (torch.rand(batch, rows, L, generator=gen) * 0.3 + 0.02).to(device=device, dtype=dtype)
     if extreme_dt:  # dt log-uniform; delta is its preimage (inverse softplus), so dt stays positive either way
         low_dt, high_dt = math.log(EXTREME_DT[0]), math.log(EXTREME_DT[1])
-        dt = torch.exp(torch.rand(batch, dim, L, generator=gen, dtype=torch.float64) * (high_dt - low_dt) + low_dt)
+        dt = torch.exp(torch.rand(batch, rows, L, generator=gen, dtype=torch.float64) * (high_dt - low_dt) + low_dt)
         delta = (torch.log(torch.expm1(dt)) if spec.softplus else dt).to(device=device, dtype=dtype)
-    A = -torch.exp(rand(dim, N, scale=0.5, to=torch.float32)).to(low("A"))
+    A = -torch.exp(rand(*((heads,) if spec.kind == "ssd" else (dim, N)), scale=0.5, to=torch.float32)).to(low("A"))
     # Without softplus, dt = delta + delta_bias must stay positive: a positive bias.
-    delta_bias = (rand(dim, scale=0.1, to=torch.float32) if spec.softplus
-                  else (torch.rand(dim, generator=gen) * 0.1).to(device=device)).to(low("delta_bias"))
+    delta_bias = (rand(rows, scale=0.1, to=torch.float32) if spec.softplus
+                  else (torch.rand(rows, generator=gen) * 0.1).to(device=device)).to(low("delta_bias"))
     gate = None
     if spec.gated:
         gate = torch.rand(batch, L, generator=gen).to(device=device, dtype=low("gate"))
@@ -101,13 +106,9 @@ def reference_outputs(spec: ScanSpec, inputs: ScanInputs, dy: torch.Tensor | Non
     """Float64 ``(y, h_last or None, grads)``; grads (autograd of the reference) only when dy is given."""
     leaves = [None if t is None else t.detach().to(torch.float64).requires_grad_(dy is not None)
               for t in inputs.tensors]
-    u, delta, A, B, C, D, z, delta_bias, gate, h0 = leaves
     with torch.enable_grad():
-        out = selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, spec.softplus, direction=spec.direction,
-                                 stride=spec.stride, gate=gate, gate_threshold=inputs.gate_threshold,
-                                 gate_mode=spec.gate_mode, initial_state=h0,
-                                 return_last_state=spec.return_last_state, cu_seqlens=inputs.cu_seqlens)
-        y, h_last = out if spec.return_last_state else (out, None)
+        out = run_scan(spec, inputs, leaves)
+        y, h_last = out if spec.return_last_state else (out[0], None)
         grads = {}
         if dy is not None:
             loss = (y * dy.to(torch.float64)).sum()
@@ -136,9 +137,9 @@ class ScanCase:
 def scan_case(spec: ScanSpec, inputs: ScanInputs, *, grads: bool = True, seed: int = 1) -> ScanCase:
     """The reference side of a check: random cotangents (if ``grads``) and the reference outputs."""
     gen = torch.Generator().manual_seed(seed)
-    u, A = inputs.u, inputs.A
+    u = inputs.u
     dy = torch.randn(u.shape, generator=gen).to(device=u.device, dtype=u.dtype) if grads else None
-    dh = (torch.randn(u.shape[0], u.shape[1], A.shape[1], generator=gen).to(u.device)
+    dh = (torch.randn(u.shape[0], u.shape[1], inputs.B.shape[-2], generator=gen).to(u.device)
           if grads and spec.return_last_state else None)
     y, h_last, g = reference_outputs(spec, inputs, dy, dh)
     return ScanCase(spec, inputs, dy, dh, y, h_last, g)

@@ -14,6 +14,7 @@ from ..kernels.codegen import family
 from ..kernels.ir import GatherSpec, Phase, ScanSpec
 from ..kernels.reference import selective_state_update_ref
 from ..ops import selective_scan, topk_gather
+from ..ssd import ssd_scan
 from .accuracy import FORWARD_TOLERANCE, bound, failures, gather_case, reference_outputs, rel_error
 from .examples import DecodeInputs, GatherInputs, clone_decode_inputs
 
@@ -43,17 +44,31 @@ def _configs_for(configs: Mapping[str, Mapping] | None, spec) -> dict | None:
     return None if chosen is None else dict(chosen)
 
 
+def _public_scan(spec: ScanSpec, x: ScanInputs, leaves, backend: str):
+    """The public op of ``spec`` on ``leaves`` (ScanInputs' tensors): ``sf.selective_scan``, or ``sf.ssd_scan`` for
+    a per-head decay, whose states are ``(batch, nheads, headdim, N)`` (returned here as ``(batch, dim, N)``)."""
+    u, delta, A, B, C, D, z, delta_bias, gate, h0 = leaves
+    if spec.kind == "ssd":
+        batch, dim, _ = u.shape
+        N = B.shape[-2]
+        heads = (batch, A.shape[0], dim // A.shape[0], N)
+        out = ssd_scan(u, delta, A, B, C, D, z, delta_bias, spec.softplus, dt_limit=x.dt_limit,
+                       direction=spec.direction.value, initial_state=None if h0 is None else h0.view(heads),
+                       return_last_state=spec.return_last_state, cu_seqlens=x.cu_seqlens, backend=backend)
+        return (out[0], out[1].reshape(batch, dim, N)) if spec.return_last_state else out
+    return selective_scan(u, delta, A, B, C, D, z, delta_bias, spec.softplus, direction=spec.direction.value,
+                          stride=spec.stride, gate=gate, gate_threshold=x.gate_threshold,
+                          gate_mode=spec.gate_mode.value, initial_state=h0, return_last_state=spec.return_last_state,
+                          cu_seqlens=x.cu_seqlens, backend=backend)
+
+
 def _scan_run(backend: str, spec: ScanSpec, x: ScanInputs, dy, dh, grads: bool, configs):
     """``(y, h_last or None, grads)``: through the public op and autograd when no config is forced
     (the user's path), else straight through the backend with the forced configs."""
     if configs is None:
         # detach, not clone: a clone would make a strided or offset input contiguous, hiding its layout
         leaves = [None if t is None else t.detach().requires_grad_(grads) for t in x.tensors]
-        u, delta, A, B, C, D, z, delta_bias, gate, h0 = leaves
-        out = selective_scan(u, delta, A, B, C, D, z, delta_bias, spec.softplus, direction=spec.direction.value,
-                             stride=spec.stride, gate=gate, gate_threshold=x.gate_threshold,
-                             gate_mode=spec.gate_mode.value, initial_state=h0,
-                             return_last_state=spec.return_last_state, cu_seqlens=x.cu_seqlens, backend=backend)
+        out = _public_scan(spec, x, leaves, backend)
         y, h_last = out if spec.return_last_state else (out, None)
         g = {}
         if grads:
@@ -71,7 +86,7 @@ def _scan_run(backend: str, spec: ScanSpec, x: ScanInputs, dy, dh, grads: bool, 
 def _scan_errors(backend, spec, x: ScanInputs, grads, seed, configs):
     gen = torch.Generator().manual_seed(seed)
     dy = torch.randn(x.u.shape, generator=gen).to(x.u.device, x.u.dtype)
-    dh = torch.randn(x.u.shape[0], x.u.shape[1], x.A.shape[1], generator=gen).to(x.u.device)
+    dh = torch.randn(x.u.shape[0], x.u.shape[1], x.B.shape[-2], generator=gen).to(x.u.device)
     dh = dh if spec.return_last_state else None
     y, h_last, g = _scan_run(backend, spec, x, dy, dh, grads, configs)
     y_ref, h_ref, g_ref = reference_outputs(dataclasses.replace(spec, phase=Phase.FORWARD), x,

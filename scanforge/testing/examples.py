@@ -74,17 +74,20 @@ class ScanExample:
     layout: str = "contiguous"
     extreme_dt: bool = False
     half: tuple[str, ...] = DEFAULT_HALF
+    heads: int = 0  # a per-head decay spec's heads (Mamba-2); 0 for a decay per channel
 
     @property
     def id(self) -> str:
         extra = (f"-G{self.groups}" if self.spec.grouped else "") + _id_extras(self.spec, self.layout, self.half) + \
             ("-xdt" if self.extreme_dt else "")
-        return f"B{self.batch}-D{self.dim}-L{self.L}-N{self.N}{extra}-{self.spec.dtype}-seed{self.seed}"
+        heads = f"-H{self.heads}" if self.heads else ""
+        return f"B{self.batch}-D{self.dim}{heads}-L{self.L}-N{self.N}{extra}-{self.spec.dtype}-seed{self.seed}"
 
     def inputs(self, device: str | torch.device = "cpu") -> ScanInputs:
         spec = dataclasses.replace(self.spec, phase=Phase.FORWARD)
         return random_scan_inputs(spec, self.batch, self.dim, self.L, self.N, groups=self.groups, device=device,
-                                  seed=self.seed, layout=self.layout, extreme_dt=self.extreme_dt, half=self.half)
+                                  seed=self.seed, layout=self.layout, extreme_dt=self.extreme_dt, half=self.half,
+                                  heads=self.heads)
 
     def source(self) -> str:
         return f"ScanExample({spec_source(self.spec)}, {_fields_source(self)})"

@@ -1,5 +1,5 @@
 """The op kinds: one object per kernel family (``scan_fwd``, ``scan_bwd``, ``scan_decode``, ``gather_fwd``,
-``gather_bwd``, as :func:`scanforge.kernels.codegen.family` names them).
+``gather_bwd``, ``ssd_fwd``, ``ssd_bwd``, as :func:`scanforge.kernels.codegen.family` names them).
 
 An op kind owns what every stage needs to know about its family: the inputs for a shape (random ones to prove and
 time a kernel, ``meta`` ones to capture its launches), the float64 reference, the kernel call (the backend's entry
@@ -19,13 +19,15 @@ from ..kernels.ir import GatherSpec, ScanSpec
 from .gather_kinds import GatherBackward, GatherForward
 from .opkind_base import OpKind, Proof
 from .scan_kinds import DecodeStep, ScanBackward, ScanForward
+from .ssd_kinds import SSDBackward, SSDForward
 
 __all__ = ["OP_KINDS", "OpKind", "Proof", "op_kind", "suite_kind"]
 
 
 #: Every op kind by family, in the order the suite runs them.
 OP_KINDS: dict[str, OpKind] = {kind.family: kind for kind in (ScanForward(), ScanBackward(), GatherForward(),
-                                                              GatherBackward(), DecodeStep())}
+                                                              GatherBackward(), DecodeStep(), SSDForward(),
+                                                              SSDBackward())}
 
 
 def op_kind(spec: ScanSpec | GatherSpec) -> OpKind:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..kernels.ir import DTYPES, GatherSpec, ScanSpec
-from ..kernels.variants import DECODE_VARIANTS, GATHER_VARIANTS, MAMBA, SCAN_VARIANTS
+from ..kernels.variants import DECODE_VARIANTS, GATHER_VARIANTS, MAMBA, SCAN_VARIANTS, SSD_VARIANTS
 from .accuracy import DEFAULT_HALF
 from .layouts import LAYOUTS
 
@@ -63,4 +63,6 @@ OPS: dict[str, dict[str, Row]] = {
     "selective_scan": {**{name: Row(spec) for name, spec in SCAN_VARIANTS.items()}, **EXTRA_SCAN_ROWS},
     "selective_state_update": {**{name: Row(spec) for name, spec in DECODE_VARIANTS.items()}, **EXTRA_DECODE_ROWS},
     "topk_gather": {**{name: Row(spec) for name, spec in GATHER_VARIANTS.items()}, **EXTRA_GATHER_ROWS},
+    "ssd_scan": {**{name: Row(spec) for name, spec in SSD_VARIANTS.items()},
+                 "ssd, strided views": Row(SSD_VARIANTS["ssd+z+states"], ("float32",), "strided")},
 }

@@ -219,3 +219,48 @@ def nonfinite_scan_inputs(spec: ScanSpec, *, device: str | torch.device = "cpu",
         return x._replace(**{name: t})
 
     return draw()
+
+
+def ssd_specs(*, dtypes: Sequence[str] = DTYPES, phase: str = "fwd", backend: str | None = None,
+              device: str | torch.device = "cpu"):
+    """Valid per-head decay (Mamba-2) :class:`ScanSpec` s: every direction, optional terms, states, grouped B/C;
+    with ``backend``, only the directions it implements on ``device``."""
+    st = _st()
+    _check_names("dtypes", list(dtypes), DTYPES)
+    directions = list(DIRECTIONS)
+    if backend is not None:
+        b, dev = backends.get(backend), torch.device(device)
+        directions = [d for d in directions
+                      if b.unsupported_reason(ScanSpec(direction=d, decay="head", phase=phase), dev) is None]
+    if not directions:
+        raise ValueError(f"backend {backend!r} implements no per-head decay scan (phase {phase})")
+
+    @st.composite
+    def draw(draw):
+        direction = draw(st.sampled_from(directions))
+        states = direction != "bidirectional"
+        flag = lambda: draw(st.booleans())  # noqa: E731
+        return ScanSpec(direction=direction, decay="head", has_D=flag(), has_z=flag(), has_delta_bias=flag(),
+                        softplus=flag(), grouped=flag(), dtype=draw(st.sampled_from(list(dtypes))),
+                        has_initial_state=states and flag(), return_last_state=states and flag(), phase=phase)
+
+    return draw()
+
+
+def ssd_examples(spec: ScanSpec, *, max_batch: int = 2, max_heads: int = 4, max_headdim: int = 5, max_L: int = 300,
+                 Ns: Sequence[int] = (1, 5, 16), layouts: bool = True):
+    """:class:`ScanExample` s of a per-head decay ``spec``: heads, headdim and N (not only powers of two), groups
+    dividing the heads, lengths favouring either side of chunk sizes, memory layouts."""
+    st = _st()
+    edges = [n for n in EDGE_LENGTHS if n <= max_L]
+
+    @st.composite
+    def draw(draw):
+        heads = draw(st.integers(1, max_heads))
+        groups = draw(st.sampled_from([g for g in range(1, heads + 1) if heads % g == 0])) if spec.grouped else 1
+        headdim = draw(st.integers(1, max_headdim))
+        L = draw(st.one_of(st.integers(1, max_L), st.sampled_from(edges)))
+        return ScanExample(spec, draw(st.integers(1, max_batch)), heads * headdim, L, draw(st.sampled_from(list(Ns))),
+                           groups, draw(st.integers(0, 2**16)), layout=draw(_layouts(layouts)), heads=heads)
+
+    return draw()

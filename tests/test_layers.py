@@ -25,8 +25,8 @@ LAYER_OF = {"paths": "foundation", "_version": "foundation", "kernels": "kernels
 USERS = {"nn", "experiments", "compat", "integrations", "data"}
 #: The public API as modules: the package (its ops), the ops modules, the backend registry (``register``,
 #: ``Backend``, names), the spec types and the float64 reference (mamba-ssm's ``selective_scan_ref``).
-PUBLIC = {"scanforge", "scanforge.ops", "scanforge.decode", "scanforge.ssd", "scanforge.backends", "scanforge.kernels.ir",
-          "scanforge.kernels.reference"}
+PUBLIC = {"scanforge", "scanforge.ops", "scanforge.decode", "scanforge.ssd", "scanforge.backends",
+          "scanforge.kernels.ir", "scanforge.kernels.reference"}
 
 
 def _module_name(path: Path) -> str:

@@ -51,6 +51,8 @@ from .strategies import (
     scan_examples,
     scan_inputs,
     scan_specs,
+    ssd_examples,
+    ssd_specs,
 )
 
 __all__ = [
@@ -58,5 +60,5 @@ __all__ = [
     "DecodeInputs", "GatherExample", "GatherInputs", "ReferenceMismatch", "ScanExample", "as_layout",
     "assert_matches_reference", "clone_layout", "decode_examples", "gather_examples", "gather_inputs", "gather_specs",
     "random_decode_inputs", "reference_errors", "scan_examples", "scan_inputs", "scan_specs", "spec_source",
-    "tolerance",
+    "ssd_examples", "ssd_specs", "tolerance",
 ]

@@ -18,9 +18,8 @@ from hypothesis import strategies as st
 import scanforge as sf
 from scanforge.kernels.ir import ScanSpec
 from scanforge.kernels.reference import selective_scan_ref, ssd_scan_ref
-from scanforge.testing import assert_matches_reference
+from scanforge.testing import assert_matches_reference, ssd_examples, ssd_specs
 from scanforge.testing.accuracy import random_scan_inputs, rel_error
-from scanforge.testing.strategies import ssd_examples, ssd_specs
 
 SSD = ScanSpec(decay="head", has_D=True, has_z=True, has_delta_bias=True, softplus=True, grouped=True)
 BACKENDS = backends_for(SSD)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import math
 import os
@@ -216,6 +217,28 @@ class Backend(ABC):
     requires: str | None = None  # the package the backend's kernels need
     #: The distribution whose version a tuned config depends on (a fingerprint part); None: ``requires``, else torch.
     library: str | None = None
+    #: The kinds of scan (:attr:`ScanSpec.kind`: ``scan``, ``ssd``) the backend implements. A spec of another kind
+    #: is refused before the backend's own :meth:`unsupported_reason` is asked, so a plug-in written before a kind
+    #: existed is never handed one; ``kind_reasons`` may say why a kind is missing.
+    scan_kinds: tuple[str, ...] = ("scan",)
+    kind_reasons: dict[str, str] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("unsupported_reason")
+        if own is not None:
+            @functools.wraps(own)
+            def unsupported_reason(self, spec, device):
+                return self.kind_missing(spec) or own(self, spec, device)
+
+            cls.unsupported_reason = unsupported_reason
+
+    def kind_missing(self, spec: ScanSpec | GatherSpec) -> str | None:
+        """Why this backend has no kernel of ``spec``'s kind (:attr:`scan_kinds`), or None."""
+        if not isinstance(spec, ScanSpec) or spec.kind in self.scan_kinds:
+            return None
+        names = {"ssd": "per-head decay (Mamba-2)"}
+        return self.kind_reasons.get(spec.kind) or f"implements no {names.get(spec.kind, spec.kind)} scan"
 
     def unavailable_reason(self) -> str | None:
         """Why this backend cannot run on this machine (a missing library), or None."""
@@ -247,7 +270,7 @@ class Backend(ABC):
 
     def unsupported_reason(self, spec: ScanSpec | GatherSpec, device: torch.device) -> str | None:
         """Why this backend cannot run ``spec`` on ``device``, or None if it can."""
-        return None
+        return self.kind_missing(spec)
 
     @abstractmethod
     def scan_forward(self, spec: ScanSpec, inputs: ScanInputs,

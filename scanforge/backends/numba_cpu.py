@@ -127,8 +127,6 @@ class NumbaCPUBackend(Backend):
     def unsupported_reason(self, spec, device):
         if device.type != "cpu":
             return f"runs on CPU tensors, got a tensor on {device}"
-        if isinstance(spec, ScanSpec) and spec.kind == "ssd":
-            return "has no per-head decay (Mamba-2) scan yet"
         return None
 
     @codegen.rebuilds_damaged_cache

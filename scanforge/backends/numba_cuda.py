@@ -99,6 +99,8 @@ def _scan_args(inputs: ScanInputs) -> tuple:
 
 
 class NumbaCUDABackend(Backend):
+    kind_reasons = {"ssd": "has no per-head decay (Mamba-2) scan: its chunked form is built on matrix products, "
+                           "which the triton backend generates for tensor cores; use backend='triton' on a GPU"}
     name = "numba_cuda"
     requires = "numba"
     library = "numba-cuda"  # the kernels' compiler: its version is a part of the tuned configs' fingerprint
@@ -116,9 +118,6 @@ class NumbaCUDABackend(Backend):
         return _recorder.recording(launches)
 
     def unsupported_reason(self, spec, device):
-        if isinstance(spec, ScanSpec) and spec.kind == "ssd":
-            return ("has no per-head decay (Mamba-2) scan: its chunked form is built on matrix products, which the "
-                    "triton backend generates for tensor cores; use backend='triton' on a GPU")
         if simulated():
             if device.type != "cpu":
                 return (f"numba runs CUDA kernels in its simulator (NUMBA_ENABLE_CUDASIM=1): CPU tensors only, "

@@ -37,6 +37,7 @@ def _run_ssd(spec: ScanSpec, x: ScanInputs, tensors) -> tuple[torch.Tensor, ...]
 
 class ReferenceBackend(Backend):
     name = "reference"
+    scan_kinds = ("scan", "ssd")
 
     def scan_forward(self, spec, inputs, config=None):
         out = run_scan(spec, inputs, inputs.tensors)

@@ -76,8 +76,6 @@ class TritonBackend(Backend):
             return f"triton is loaded {mode}, got a tensor on {device}"
         if isinstance(spec, GatherSpec):
             return None
-        if spec.kind == "ssd":
-            return "has no per-head decay (Mamba-2) scan yet"
         if spec.phase.value == "decode":
             return None
         if spec.pooled and (spec.direction.value != "causal" or spec.varlen):

@@ -14,68 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import backends
-from ..backends.base import SCAN_GRAD_NAMES, DecodeInputs, ScanInputs
 from ..decode import DecodeWindow
-from ..kernels.codegen import family
 from ..kernels.ir import GatherSpec, ScanSpec
-from ..kernels.validate import check_decode_args, check_gather_args, check_scan_args
 from .accuracy import rel_error
-
-_SEQ = ("u", "delta", "B", "C", "z")  # inputs with an L axis (the rest are per channel)
-
-
-class Runner:
-    """The ops of one backend, called the way the public ops call it, with optional forced configs
-    (``configs``: kernel family such as ``"scan_fwd"`` -> config; a missing family uses the tuned
-    or default config)."""
-
-    def __init__(self, backend: str, configs: Mapping[str, Mapping] | None = None,
-                 device: str | torch.device | None = None):
-        self.name, self.backend = backend, backends.get(backend)
-        self.configs = {k: dict(v) for k, v in (configs or {}).items()}
-        gpu = device is None and self.backend.runs_on_gpu()
-        self.device = torch.device(device if device is not None else ("cuda" if gpu else "cpu"))
-
-    def config(self, spec: ScanSpec | GatherSpec) -> dict | None:
-        return self.configs.get(family(spec))
-
-    def unsupported(self, spec: ScanSpec | GatherSpec) -> str | None:
-        return self.backend.unavailable_reason() or self.backend.unsupported_reason(spec, self.device)
-
-    def _scan_inputs(self, x: Mapping, options: Mapping) -> tuple[ScanSpec, ScanInputs]:
-        t = {n: x.get(n) for n in SCAN_GRAD_NAMES}
-        spec = check_scan_args(*t.values(), delta_softplus=options.get("delta_softplus", False),
-                               direction=options.get("direction", "causal"), stride=options.get("stride", 1),
-                               gate_threshold=0.5, gate_mode=options.get("gate_mode", "hard"),
-                               return_last_state=options.get("return_last_state", False),
-                               cu_seqlens=options.get("cu_seqlens"))
-        return spec, ScanInputs(*t.values(), 0.5, options.get("cu_seqlens"))
-
-    def scan(self, x: Mapping, **options):
-        """``y`` (or ``(y, h_last)`` with ``return_last_state=True``) like :func:`scanforge.selective_scan`."""
-        spec, inputs = self._scan_inputs(x, options)
-        y, h_last = self.backend.scan_forward(spec, inputs, self.config(spec))
-        return (y, h_last) if spec.return_last_state else y
-
-    def scan_grads(self, x: Mapping, dy: torch.Tensor, **options) -> dict[str, torch.Tensor]:
-        """Gradients of ``(y * dy).sum()`` by input name."""
-        spec, inputs = self._scan_inputs(x, options)
-        return self.backend.scan_backward(spec, inputs, dy, None, self.config(spec.adjoint()))
-
-    def decode(self, state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, *, stride=1,
-               gate=None, gate_mode="hard", window: DecodeWindow | None = None) -> torch.Tensor:
-        """One step like :func:`scanforge.selective_state_update` (updates ``state``/``window``)."""
-        spec = check_decode_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus=dt_softplus, stride=stride,
-                                 gate=gate, gate_threshold=0.5, gate_mode=gate_mode, window=window)
-        inputs = DecodeInputs(state, x, dt, A, B, C, D, z, dt_bias, gate, 0.5,
-                              None if window is None else window.tensors())
-        return self.backend.scan_decode(spec, inputs, self.config(spec))
-
-    def gather(self, x, k, scores=None, *, keep_order=True, summary=None, weight=None):
-        spec = check_gather_args(x, k, scores, keep_order=keep_order, summary=summary, weight=weight)
-        out, idx, _ = self.backend.gather_forward(spec, x, k, scores, self.config(spec))
-        return out, idx
+from .law_inputs import SEQ, exact, flip_seq, scan_inputs, sizes, slice_seq, ssd_inputs
+from .law_runner import Runner
 
 
 @dataclass(frozen=True)
@@ -94,7 +37,10 @@ class Law:
 
     @property
     def op(self) -> str:
-        return "topk_gather" if isinstance(self.needs[0], GatherSpec) else "selective_scan"
+        spec = self.needs[0]
+        if isinstance(spec, GatherSpec):
+            return "topk_gather"
+        return {"scan": "selective_scan", "ssd": "ssd_scan"}[spec.kind]
 
     def unsupported(self, runner: Runner) -> str | None:
         return next((r for r in map(runner.unsupported, self.needs) if r), None)
@@ -117,50 +63,12 @@ class Law:
         return errors
 
 
-# ---------------------------------------------------------------------------------------------- inputs
-
-
-def sizes(seed: int) -> tuple[int, int, int, int]:
-    """``(batch, dim, L, N)`` of a law's inputs: fixed at seed 0, drawn (small) from other seeds."""
-    if seed == 0:
-        return 2, 4, 45, 4
-    g = torch.Generator().manual_seed(seed)
-    pick = lambda lo, hi: int(torch.randint(lo, hi + 1, (1,), generator=g))  # noqa: E731
-    return pick(1, 3), pick(1, 6), pick(2, 140), (1, 4, 8, 16)[pick(0, 3)]
-
-
-def scan_inputs(device, seed: int = 0, *, batch=None, L=None, z=False) -> dict[str, torch.Tensor]:
-    """float32 inputs with D (and z): dt in [0.05, 0.35], A in [-1.3, -0.3]."""
-    b, dim, length, N = sizes(seed)
-    batch, L = batch or b, L or length
-    g = torch.Generator().manual_seed(1000 + seed)
-    x = dict(u=torch.randn(batch, dim, L, generator=g), delta=torch.rand(batch, dim, L, generator=g) * 0.3 + 0.05,
-             A=-torch.rand(dim, N, generator=g) - 0.3, B=torch.randn(batch, N, L, generator=g),
-             C=torch.randn(batch, N, L, generator=g), D=torch.randn(dim, generator=g))
-    if z:
-        x["z"] = torch.randn(batch, dim, L, generator=g)
-    return {k: v.to(device) for k, v in x.items()}
-
-
-def _slice(x: Mapping, sl: slice) -> dict:
-    return {k: (v[..., sl] if k in _SEQ else v) for k, v in x.items()}
-
-
-def _flip(x: Mapping) -> dict:
-    return {k: (v.flip(-1) if k in _SEQ else v) for k, v in x.items()}
-
-
-def _exact(a: torch.Tensor, b: torch.Tensor) -> float:
-    """0 when bit-identical, else the relative error (at least 1e-30 so that a zero bound fails)."""
-    return 0.0 if torch.equal(a, b) else max(rel_error(a, b), 1e-30)
-
-
 # ---------------------------------------------------------------------------------------------- laws
 
 
 def _reverse(run: Runner, seed: int) -> dict[str, float]:
     x = scan_inputs(run.device, seed)
-    return {"y": rel_error(run.scan(x, direction="reverse"), run.scan(_flip(x)).flip(-1))}
+    return {"y": rel_error(run.scan(x, direction="reverse"), run.scan(flip_seq(x)).flip(-1))}
 
 
 def _bidirectional(run: Runner, seed: int) -> dict[str, float]:
@@ -174,7 +82,7 @@ def _chunked(direction: str):
         x = scan_inputs(run.device, seed, L=max(sizes(seed)[2], 3))
         split = x["u"].shape[-1] * 2 // 5
         whole, h_whole = run.scan(x, direction=direction, return_last_state=True)
-        first, second = _slice(x, slice(0, split)), _slice(x, slice(split, None))
+        first, second = slice_seq(x, slice(0, split)), slice_seq(x, slice(split, None))
         if direction == "reverse":  # the reverse scan starts from the end
             first, second = second, first
         y1, h1 = run.scan(first, direction=direction, return_last_state=True)
@@ -187,7 +95,7 @@ def _chunked(direction: str):
 
 def _stride_one(run: Runner, seed: int) -> dict[str, float]:
     x = scan_inputs(run.device, seed)
-    return {"y": _exact(run.scan(x, stride=1), run.scan(x))}
+    return {"y": exact(run.scan(x, stride=1), run.scan(x))}
 
 
 def _gate_all_ones(mode: str):
@@ -228,12 +136,12 @@ def _varlen(direction: str):
         packed_grads = run.scan_grads(x, dy, cu_seqlens=cu, **opts)
         parts, grads = [], []
         for a, b in zip(cuts[:-1], cuts[1:]):
-            seq = _slice(x, slice(a, b))
+            seq = slice_seq(x, slice(a, b))
             parts.append(run.scan(seq, **opts))
             grads.append(run.scan_grads(seq, dy[..., a:b].contiguous(), **opts))
         errors = {"y": rel_error(packed, torch.cat(parts, -1))}
         for name in x:
-            joined = torch.cat([gr[name] for gr in grads], -1) if name in _SEQ else sum(gr[name] for gr in grads)
+            joined = torch.cat([gr[name] for gr in grads], -1) if name in SEQ else sum(gr[name] for gr in grads)
             errors[f"grad_{name}"] = rel_error(packed_grads[name], joined)
         return errors
 
@@ -270,6 +178,31 @@ def _decode(variant: str):
     return law
 
 
+def _ssd_per_channel(run: Runner, seed: int) -> dict[str, float]:
+    """The IR's claim on one backend: two kernels (per-head and per-channel decay) compute one function."""
+    x = ssd_inputs(run.device, seed)
+    headdim = x["u"].shape[1] // x["A"].shape[0]
+    expanded = {**x, "delta": x["delta"].repeat_interleave(headdim, 1),
+                "A": x["A"].repeat_interleave(headdim)[:, None].expand(-1, x["B"].shape[-2]).contiguous()}
+    dy = torch.randn(x["u"].shape, generator=torch.Generator().manual_seed(seed)).to(run.device)
+    g_head, g_chan = run.ssd_grads(x, dy), run.scan_grads(expanded, dy)
+    errors = {"y": rel_error(run.ssd(x), run.scan(expanded))}
+    folded = {"delta": g_chan["delta"].unflatten(1, (-1, headdim)).sum(2),
+              "A": g_chan["A"].sum(1).unflatten(0, (-1, headdim)).sum(1)}
+    for name in ("u", "delta", "A", "B", "C", "D"):
+        errors[f"grad_{name}"] = rel_error(g_head[name], folded.get(name, g_chan[name]))
+    return errors
+
+
+def _ssd_chunked(run: Runner, seed: int) -> dict[str, float]:
+    x = ssd_inputs(run.device, seed, L=max(sizes(seed)[2], 3))
+    split = x["u"].shape[-1] * 2 // 5
+    whole, h_whole = run.ssd(x, return_last_state=True)
+    y1, h1 = run.ssd(slice_seq(x, slice(0, split)), return_last_state=True)
+    y2, h2 = run.ssd({**slice_seq(x, slice(split, None)), "initial_state": h1}, return_last_state=True)
+    return {"y": rel_error(torch.cat([y1, y2], -1), whole), "h_last": rel_error(h2, h_whole)}
+
+
 def _topk_identity(scored: bool):
     def law(run: Runner, seed: int) -> dict[str, float]:
         g = torch.Generator().manual_seed(seed)
@@ -278,7 +211,7 @@ def _topk_identity(scored: bool):
         scores = torch.randn(batch, T, generator=g).to(run.device) if scored else None
         out, idx = run.gather(x, T, scores, keep_order=True)
         arange = torch.arange(T, device=run.device).expand(batch, T)
-        return {"out": _exact(out, x), "idx": 0.0 if torch.equal(idx, arange) else 1.0}
+        return {"out": exact(out, x), "idx": 0.0 if torch.equal(idx, arange) else 1.0}
 
     return law
 
@@ -315,6 +248,12 @@ def _laws() -> list[Law]:
                           else 1, gated=v.startswith("gated"), gate_mode="soft" if v == "gated soft" else "hard")),
               (_DEC, _F), _decode(v), tolerance=1e-5)
           for v in ("plain", "strided", "gated hard", "gated soft")],
+        Law("ssd per channel", "a per-head decay scan == the selective scan with dt and A expanded per channel, "
+            "values and gradients", (S(decay="head", has_D=True, grouped=True), S(has_D=True, grouped=True)),
+            ("ssd_fwd", "ssd_bwd", _F, _B), _ssd_per_channel, tolerance=1e-5, grad_tolerance=1e-4),
+        Law("ssd chunked", "two per-head decay calls chained by states == one call",
+            (S(decay="head", has_D=True, grouped=True, has_initial_state=True, return_last_state=True),),
+            ("ssd_fwd",), _ssd_chunked, tolerance=1e-5),
         Law("top-k identity", "top-k with k = T and keep_order == identity (L2-norm scores)", (GatherSpec(),), (_G,),
             _topk_identity(False), tolerance=0.0),
         Law("top-k identity scores", "top-k with k = T and keep_order == identity (given scores)",

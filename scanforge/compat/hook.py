@@ -64,6 +64,16 @@ _GROUPS = (("mamba_ssm", "selective_scan_cuda", tuple(n for n in SERVED if n.sta
 _STUBS = ("mamba_ssm", "mamba_ssm.ops", "mamba_ssm.ops.triton")
 
 
+def _present(name: str) -> bool:
+    """Whether ``name`` is imported or can be found, without importing it."""
+    if name in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _importable(name: str) -> bool:
     """Whether ``name`` imports (a compiled extension may be found and still fail to load)."""
     try:
@@ -133,13 +143,12 @@ def install(force: bool = False) -> tuple[str, ...]:
         return served_modules()
     served, reasons = [], []
     for package, extension, names in _GROUPS:
-        present = importlib.util.find_spec(package) is not None
+        present = _present(package)
         if force or not present or not _importable(extension):
             served.extend(names)
             why = "forced" if force else (f"{extension} does not import" if present else f"{package} not installed")
             reasons.append(f"{package}: {why}")
-    stubs = _STUBS if "mamba_ssm.ops.selective_scan_interface" in served and (
-        importlib.util.find_spec("mamba_ssm") is None) else ()
+    stubs = _STUBS if "mamba_ssm.ops.selective_scan_interface" in served and not _present("mamba_ssm") else ()
     finder = _Finder(tuple(served), stubs)
     shadowed = {n: sys.modules.pop(n) for n in (*served, *stubs) if n in sys.modules}
     parents = {}  # attributes of real parent packages that served modules will overwrite

@@ -1,14 +1,17 @@
 """causal-conv1d's ``causal_conv1d_fn`` / ``causal_conv1d_update`` with its signatures, on PyTorch.
 
 The convolution is a depthwise ``F.conv1d`` (``groups=dim``, left padding ``width - 1``) followed by
-``F.silu``; gradients are PyTorch's. Why PyTorch and not a generated kernel family: the op reads each input
-element once and writes one output element, with ``width`` (2..4) multiply-adds in between, so its floor is
-memory traffic. ``benchmarks/causal_conv1d.py`` measured it on this project's CPU machine (results in
-``benchmarks/results/causal_conv1d.json``): at (2, 1536, 2048) float32, width 4, ``F.conv1d`` + silu runs at
-1.6x the time of a plain copy of the same bytes (the memory floor), 3.2x faster than a per-tap loop of
-PyTorch ops; see the JSON for the backward and the decode step. A generated kernel could win at most the
-gap to the copy, less than the cost of a new kernel family (templates per backend, tuning, tests); on CUDA,
-PyTorch's depthwise convolution is cuDNN's.
+``F.silu``; gradients are PyTorch's. Why PyTorch and not a generated kernel family, measured by
+``python benchmarks/causal_conv1d.py`` (``benchmarks/results/causal_conv1d.json``; x (2, 1536, 2048) float32,
+width 4, one thread of a shared 2-core AMD EPYC at load average ~6, so +-2x between runs): the forward takes
+70 ms, 44x a copy of the same bytes (1.6 ms, the memory floor); a per-tap loop of PyTorch ops 38 ms; a
+hand-written serial Numba loop plus PyTorch's silu 24 ms (silu alone: 6.7 ms). So on this CPU PyTorch's
+depthwise convolution is far from the floor and a generated kernel would be about 3x faster forward; the
+backward goes the other way (F.conv1d's 125 ms against the per-tap loop's 249 ms) and the decode step is
+0.2 ms. PyTorch is kept because it gives, with no new kernel family (templates per backend, a tuning space,
+conformance rows), the backward, half dtypes, ``seq_idx``, CUDA (cuDNN's depthwise kernels) and
+``torch.compile``; a generated convolution (fused into the scan's input pass, where its bytes are read anyway)
+is the follow-up these numbers justify, not a change of this API.
 
 Semantics are causal-conv1d's: ``out[t] = act(bias + sum_k weight[:, k] * x[t - width + 1 + k])`` with x
 zero before t = 0 (or ``initial_states``); half inputs are computed in float32 and the result cast back to

@@ -100,7 +100,8 @@ def main() -> None:
         print(f"{row['case']:<62} {row['seconds'] * 1e3:9.3f} ms  {row['x_floor']:6.2f}x floor")
     gbps = nbytes / floor / 1e9
     write_results("causal_conv1d", rows, notes=(
-        f"x ({batch}, {dim}, {L}) float32, width {args.width}, {args.threads} thread(s); floor = out.copy_(x), {nbytes / 1e6:.1f} MB moved "
+        f"x ({batch}, {dim}, {L}) float32, width {args.width}, {args.threads} thread(s); "
+        f"floor = out.copy_(x), {nbytes / 1e6:.1f} MB moved "
         f"at {gbps:.1f} GB/s; x_floor = seconds / floor seconds (forward+backward moves about 3x the forward's "
         "bytes: reads x and dy, writes dx)"), shape=[batch, dim, L], width=args.width)
 

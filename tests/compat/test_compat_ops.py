@@ -211,3 +211,41 @@ def test_mamba_chunk_scan_combined_says_when_scanforge_has_no_mamba2_scan():
         pytest.skip("scanforge.compat.mamba2 is installed")
     with pytest.raises(NotImplementedError, match=r"scanforge.compat.mamba2"):
         ssd.mamba_chunk_scan_combined(None, None, None, None, None, 8)
+
+
+def _ssd_by_hand(x, dt, A, B, C, D, dt_bias):
+    """Mamba-2's per-head recurrence in float64: x (b, L, h, p), dt (b, L, h), B, C (b, L, g, n)."""
+    heads, groups = x.shape[2], B.shape[2]
+    B, C = (t.repeat_interleave(heads // groups, dim=2) for t in (B, C))  # (b, L, h, n)
+    dt = F.softplus(dt + dt_bias)
+    state = x.new_zeros(x.shape[0], heads, x.shape[3], B.shape[-1])
+    ys = []
+    for t in range(x.shape[1]):
+        decay = torch.exp(dt[:, t] * A)[..., None, None]
+        state = decay * state + dt[:, t, :, None, None] * x[:, t, :, :, None] * B[:, t, :, None, :]
+        ys.append((state * C[:, t, :, None, :]).sum(-1) + D[:, None] * x[:, t])
+    return torch.stack(ys, dim=1), state
+
+
+def test_mamba_split_conv1d_scan_combined_is_conv_scan_gated_norm_and_projection():
+    pytest.importorskip("scanforge.compat.mamba2")
+    g = torch.Generator().manual_seed(0)
+    batch, L, heads, headdim, groups, N, width = 2, 11, 4, 3, 2, 5, 4
+    dim = heads * headdim
+    channels = dim + 2 * groups * N
+    zxbcdt = torch.randn(batch, L, 2 * dim + 2 * groups * N + heads, generator=g)
+    conv_w, conv_b = torch.randn(channels, width, generator=g) * 0.5, torch.randn(channels, generator=g)
+    dt_bias, A, D = torch.randn(heads, generator=g) * 0.1, -torch.rand(heads, generator=g) - 0.3, torch.randn(heads)
+    norm_w, out_w = torch.rand(dim, generator=g) + 0.5, torch.randn(7, dim, generator=g)
+    out, final = ssd.mamba_split_conv1d_scan_combined(
+        zxbcdt, conv_w, conv_b, dt_bias, A, D, 4, return_final_states=True, rmsnorm_weight=norm_w, rmsnorm_eps=1e-5,
+        outproj_weight=out_w, headdim=headdim, ngroups=groups)
+    z, xBC, dt = zxbcdt.double().split([dim, channels, heads], dim=-1)
+    xBC = cc.causal_conv1d_ref(xBC.transpose(1, 2), conv_w, conv_b, activation="silu").transpose(1, 2)
+    x, B, C = xBC.split([dim, groups * N, groups * N], dim=-1)
+    y, want_final = _ssd_by_hand(x.unflatten(-1, (heads, headdim)), dt, A.double(), B.unflatten(-1, (groups, N)),
+                                 C.unflatten(-1, (groups, N)), D.double(), dt_bias.double())
+    y = y.flatten(-2).unflatten(-1, (groups, dim // groups))
+    y = (y * torch.rsqrt(y.square().mean(-1, keepdim=True) + 1e-5)).flatten(-2) * norm_w.double() * F.silu(z)
+    assert out.shape == (batch, L, 7) and rel_error(out, y @ out_w.double().t()) < 1e-4
+    assert rel_error(final, want_final) < 1e-4

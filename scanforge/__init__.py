@@ -1,5 +1,8 @@
 """scanforge: scan and top-k gather kernels generated from a small IR, tuned, exposed as torch ops.
 
+``SCANFORGE_COMPAT=1`` (or ``force``) installs :mod:`scanforge.compat`'s import hook here: code written for
+mamba-ssm then gets scanforge's ops under mamba-ssm's module names (the hook imports nothing until used).
+
 On a machine without CUDA, importing scanforge before triton sets ``TRITON_INTERPRET=1`` (unless
 set already): the Triton backend then runs its kernels interpreted on CPU tensors.
 
@@ -24,6 +27,11 @@ from .ssd import ssd_scan  # noqa: E402
 from .tuning import configs as _configs  # noqa: E402
 
 _configs.install()  # kernels run with the configs tuned for this machine, else the defaults
+
+if os.environ.get("SCANFORGE_COMPAT", "0").strip().lower() not in ("", "0", "false", "no", "off"):
+    from .compat import hook as _compat_hook  # noqa: E402  (cheap: the served modules load when imported)
+
+    _compat_hook.install(force=os.environ["SCANFORGE_COMPAT"].strip().lower() == "force")
 
 __all__ = [
     "DecodeWindow", "Direction", "GatherSpec", "GateMode", "ScanSpec", "selective_scan", "selective_state_update",

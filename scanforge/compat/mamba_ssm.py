@@ -14,7 +14,10 @@ Not covered (a ``NotImplementedError`` that says so):
     * ``cu_seqlens`` together with ``return_last_state=True``.
 
 Differences that only widen what works: the backend is chosen by device (CPU tensors run the
-Numba CPU kernels), and ``last_state`` is differentiable (mamba-ssm ignores its gradient).
+Numba CPU kernels), ``last_state`` is differentiable (mamba-ssm ignores its gradient), and the flags
+(``delta_softplus``, ``return_last_state``, ``dt_softplus``) take what mamba-ssm's callers pass for them:
+``None`` as False (MambaVision calls ``return_last_state=None``), ints 0/1 — mamba-ssm tests them for truth,
+where scanforge's public ops want a bool (:mod:`scanforge.compat.args`).
 """
 
 from __future__ import annotations
@@ -25,13 +28,15 @@ from torch import Tensor
 from .. import decode as _decode
 from .. import ops as _ops
 from ..kernels import reference as _reference
+from .args import flag
 
-__all__ = ["selective_scan_fn", "selective_scan_ref", "selective_state_update", "selective_state_update_ref"]
+__all__ = ["check_covered", "selective_scan_fn", "selective_scan_ref", "selective_state_update",
+           "selective_state_update_ref"]
 
 _WHERE = "scanforge.compat.mamba_ssm"
 
 
-def _check_covered(A, B=None, C=None, cu_seqlens=None, return_last_state=False) -> None:
+def check_covered(A, B=None, C=None, cu_seqlens=None, return_last_state=False) -> None:
     """Raise for the parts of mamba-ssm's API that scanforge does not implement (B, C: the scan's)."""
     if isinstance(A, Tensor) and A.is_complex():
         raise NotImplementedError(
@@ -57,7 +62,9 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_
     Returns ``out (batch, dim, L)`` in u's dtype, or ``(out, last_state)`` with
     ``last_state (batch, dim, N)`` float32 when ``return_last_state``.
     """
-    _check_covered(A, B, C, cu_seqlens, return_last_state)
+    delta_softplus, return_last_state = flag("delta_softplus", delta_softplus), flag("return_last_state",
+                                                                                      return_last_state)
+    check_covered(A, B, C, cu_seqlens, return_last_state)
     return _ops.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                return_last_state=return_last_state, cu_seqlens=cu_seqlens)
 
@@ -66,7 +73,9 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
                        return_last_state=False, cu_seqlens=None):
     """mamba-ssm's ``selective_scan_ref``: the plain PyTorch definition (scanforge's float64 reference),
     cast back like mamba-ssm's: ``out`` in u's dtype, ``last_state`` float32."""
-    _check_covered(A, B, C, cu_seqlens, return_last_state)
+    delta_softplus, return_last_state = flag("delta_softplus", delta_softplus), flag("return_last_state",
+                                                                                      return_last_state)
+    check_covered(A, B, C, cu_seqlens, return_last_state)
     result = _reference.selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                            return_last_state=return_last_state, cu_seqlens=cu_seqlens)
     if not return_last_state:
@@ -99,7 +108,8 @@ def selective_state_update_ref(state, x, dt, A, B, C, D=None, z=None, dt_bias=No
 def _state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices, backend):
     """Fold mamba-ssm's heads into scanforge's channels (channel = head * headdim + p), run one step,
     and unfold the output. B's groups are contiguous blocks of heads, as scanforge's groups are of channels."""
-    _check_covered(A)
+    check_covered(A)
+    dt_softplus = flag("dt_softplus", dt_softplus)
     for name, t in (("state", state), ("x", x), ("dt", dt), ("A", A), ("B", B), ("C", C)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")

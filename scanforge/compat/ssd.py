@@ -1,8 +1,6 @@
 """mamba-ssm's ``mamba_ssm.ops.triton.ssd_combined``: Mamba-2's chunked scan and its fused block path.
 
-``mamba_chunk_scan_combined`` is scanforge's Mamba-2 scan, :mod:`scanforge.compat.mamba2`, re-exported when that
-module is part of this installation; without it the name is a function that raises ``NotImplementedError``
-saying so (importing the module always works, as model code imports it at the top).
+``mamba_chunk_scan_combined`` is scanforge's Mamba-2 scan, :mod:`scanforge.compat.mamba2`, re-exported.
 
 ``mamba_split_conv1d_scan_combined`` is composed on top of it, the way mamba-ssm's ``mamba_split_conv1d_scan_ref``
 defines it: split ``zxbcdt`` into (the optional SwiGLU part,) z, xBC and dt; causal convolution of xBC
@@ -13,32 +11,18 @@ defines it: split ``zxbcdt`` into (the optional SwiGLU part,) z, xBC and dt; cau
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 import torch.nn.functional as F
 
 from .args import flag, real, refuse
 from .causal_conv1d import causal_conv1d_fn
 from .gated_norm import rmsnorm_fn
+from .mamba2 import mamba_chunk_scan_combined
 
-__all__ = ["MAMBA2_AVAILABLE", "mamba_chunk_scan_combined", "mamba_split_conv1d_scan_combined",
+__all__ = ["mamba_chunk_scan_combined", "mamba_split_conv1d_scan_combined",
            "mamba_split_conv1d_scan_ref"]
 
 _WHERE = "scanforge.compat.ssd"
-MAMBA2_AVAILABLE = importlib.util.find_spec(f"{__package__}.mamba2") is not None
-
-if MAMBA2_AVAILABLE:
-    from .mamba2 import mamba_chunk_scan_combined
-else:
-    def mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None,
-                                  seq_idx=None, cu_seqlens=None, dt_softplus=False, dt_limit=(0.0, float("inf")),
-                                  return_final_states=False, return_varlen_states=False, state_dtype=None):
-        """Not available: this installation of scanforge has no Mamba-2 scan (scanforge.compat.mamba2)."""
-        raise NotImplementedError("mamba_chunk_scan_combined: scanforge's Mamba-2 scan (scanforge.compat.mamba2) "
-                                  "is not part of this installation of scanforge")
-
-
 def _split_conv_scan(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, initial_states, seq_idx,
                      dt_limit, return_final_states, activation, rmsnorm_weight, rmsnorm_eps, outproj_weight,
                      outproj_bias, headdim, ngroups, norm_before_gate, state_dtype):

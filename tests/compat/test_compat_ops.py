@@ -206,13 +206,6 @@ def test_gated_rms_norm_matches_its_reference(group_size, norm_before_gate):
 
 # ---------------------------------------------------------------------------------------------- Mamba-2
 
-def test_mamba_chunk_scan_combined_says_when_scanforge_has_no_mamba2_scan():
-    if ssd.MAMBA2_AVAILABLE:
-        pytest.skip("scanforge.compat.mamba2 is installed")
-    with pytest.raises(NotImplementedError, match=r"scanforge.compat.mamba2"):
-        ssd.mamba_chunk_scan_combined(None, None, None, None, None, 8)
-
-
 def _ssd_by_hand(x, dt, A, B, C, D, dt_bias):
     """Mamba-2's per-head recurrence in float64: x (b, L, h, p), dt (b, L, h), B, C (b, L, g, n)."""
     heads, groups = x.shape[2], B.shape[2]
@@ -228,7 +221,6 @@ def _ssd_by_hand(x, dt, A, B, C, D, dt_bias):
 
 
 def test_mamba_split_conv1d_scan_combined_is_conv_scan_gated_norm_and_projection():
-    pytest.importorskip("scanforge.compat.mamba2")
     g = torch.Generator().manual_seed(0)
     batch, L, heads, headdim, groups, N, width = 2, 11, 4, 3, 2, 5, 4
     dim = heads * headdim

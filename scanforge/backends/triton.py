@@ -6,7 +6,7 @@ import torch
 
 from ..kernels import codegen
 from ..kernels.ir import GatherSpec, ScanSpec
-from . import triton_interpreter
+from . import triton_interpreter, triton_ssd
 from .base import Backend, LaunchRecorder, ScanInputs, new_output
 from .configs import config_for
 from .host import empty_last_state, no_last_state_cotangent, scan_shape, scores_learn, sequence_rows
@@ -83,6 +83,9 @@ class TritonBackend(Backend):
         return None
 
     def scan_forward(self, spec, inputs, config=None):
+        if spec.kind == "ssd":
+            ssd = _module(spec, triton_ssd.ssd_shape(inputs), inputs.u.device, config)
+            return triton_ssd.forward(spec, inputs, ssd)
         u = inputs.u
         batch, dim, L = u.shape
         N = inputs.A.shape[1]
@@ -95,6 +98,9 @@ class TritonBackend(Backend):
         return y, h_last
 
     def scan_backward(self, spec, inputs, dy, dh_last, config=None):
+        if spec.kind == "ssd":
+            ssd = _module(spec.adjoint(), triton_ssd.ssd_shape(inputs), inputs.u.device, config)
+            return triton_ssd.backward(spec, inputs, dy, dh_last, ssd)
         u, A = inputs.u, inputs.A
         _, dim, _ = u.shape
         N = A.shape[1]

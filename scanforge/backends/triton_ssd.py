@@ -1,0 +1,85 @@
+"""Host side of the Triton kernels of Mamba-2's scan (a per-head decay spec, ``spec.kind == "ssd"``).
+
+The kernels (``templates/triton/ssd_*.j2``) are the chunked "state space duality" form: one program per
+(sequence, head, block of a head's channels). This module allocates their outputs and adds up the backward's
+partial gradients: dt, A, B and C gradients are sums over a head's channels (and B's and C's over the heads
+of a group), which each program writes as its own partial; the host sums them in a fixed order, so the
+gradients are deterministic (no atomics). The cost is memory: B's and C's partials are (batch, nheads *
+channel blocks, N, L) fp32 each.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import torch
+
+from ..kernels.ir import ScanSpec
+from .base import ScanInputs, new_output
+from .host import empty_last_state, group_count, no_last_state_cotangent, sequence_rows
+
+
+def ssd_shape(inputs: ScanInputs) -> tuple[int, ...]:
+    """The shape a config is chosen for: (batch, dim, L, N), as for the other scans."""
+    return (*inputs.u.shape, inputs.B.shape[-2])
+
+
+def _state_size(inputs: ScanInputs) -> int:
+    return inputs.B.shape[-2]
+
+
+def forward(spec: ScanSpec, inputs: ScanInputs, module: ModuleType) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(y, h_last)``: y like x (contiguous, x's dtype), h_last (batch, dim, N) fp32 or empty."""
+    x = inputs.u
+    batch, dim, L = x.shape
+    y = new_output((batch, dim, L), x.dtype, x.device)
+    h_last = (new_output((batch, dim, _state_size(inputs)), torch.float32, x.device) if spec.return_last_state
+              else empty_last_state(x))
+    module.launch_forward(x, inputs.delta, inputs.A, inputs.B, inputs.C, inputs.D, inputs.z, inputs.delta_bias,
+                          inputs.initial_state, inputs.dt_limit, y, h_last, cu_seqlens=inputs.cu_seqlens)
+    return y, h_last
+
+
+def backward(spec: ScanSpec, inputs: ScanInputs, dy: torch.Tensor, dh_last: torch.Tensor | None,
+             module: ModuleType) -> dict[str, torch.Tensor]:
+    """Gradients by input name, each shaped like its input and in its dtype."""
+    x, A = inputs.u, inputs.A
+    batch, dim, L = x.shape
+    heads, N = A.shape[0], _state_size(inputs)
+    rows = sequence_rows(inputs)
+    parts = heads * module.p_blocks(dim // heads)
+    f32 = dict(dtype=torch.float32, device=x.device)
+    two_pass = len(spec.passes) == 2  # its passes add into dx: keep fp32
+    grads = {
+        "u": new_output((batch, dim, L), torch.float32 if two_pass else x.dtype, x.device),
+        "dt_parts": new_output((batch, parts, L), **f32),
+        "A_parts": new_output((rows, parts), **f32),
+        "B_parts": new_output((batch, parts, N, L), **f32),
+        "C_parts": new_output((batch, parts, N, L), **f32),
+    }
+    if spec.has_D:
+        grads["D_parts"] = new_output((rows, dim), **f32)
+    if spec.has_z:
+        grads["z"] = new_output((batch, dim, L), x.dtype, x.device)
+    if spec.has_initial_state:
+        grads["initial_state"] = new_output((batch, dim, N), **f32)
+    dh = None
+    if spec.return_last_state and not no_last_state_cotangent(dh_last):
+        dh = dh_last.to(torch.float32).contiguous()
+    module.launch_backward(x, inputs.delta, A, inputs.B, inputs.C, inputs.D, inputs.z, inputs.delta_bias,
+                           inputs.initial_state, inputs.dt_limit, dy, dh, grads, cu_seqlens=inputs.cu_seqlens)
+    d_raw = grads["dt_parts"].view(batch, heads, -1, L).sum(2)  # d(dt + dt_bias), per head and step
+    result = {"u": grads["u"], "delta": d_raw, "A": grads["A_parts"].view(rows, heads, -1).sum((0, 2))}
+    groups = group_count(inputs.B)
+    for name in ("B", "C"):
+        per_group = grads[f"{name}_parts"].view(batch, groups, -1, N, L).sum(2)
+        result[name] = per_group if inputs.B.dim() == 4 else per_group[:, 0]
+    if spec.has_D:
+        result["D"] = grads["D_parts"].sum(0)
+    if spec.has_z:
+        result["z"] = grads["z"]
+    if spec.has_delta_bias:
+        result["delta_bias"] = d_raw.sum((0, 2))
+    if spec.has_initial_state:
+        result["initial_state"] = grads["initial_state"]
+    return {name: g.to(getattr(inputs, name).dtype) for name, g in result.items()}

@@ -61,6 +61,7 @@ def interpreted() -> bool:
 class TritonBackend(Backend):
     name = "triton"
     requires = "triton"
+    scan_kinds = ("scan", "ssd")
 
     def runs_on_gpu(self) -> bool:
         return not interpreted()

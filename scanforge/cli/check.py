@@ -23,6 +23,7 @@ from ..kernels.ir import GatherSpec, ScanSpec, spec_from_key
 from ..testing import conformance
 from ..testing.config_file import check_families, is_cache_file, read_table
 from ..testing.conformance import SIZES, Case, Result, snippet, verify_config
+from ..testing.opkinds import op_kind
 from ..tuning import cache, cache_import
 from ..tuning.spaces import backend_spaces, check_config
 
@@ -128,7 +129,7 @@ def verify_entries(entries, on_result=None) -> list[Result]:
     """One row per tuned config: :func:`scanforge.testing.conformance.verify_config` on its spec and bucket."""
     results = []
     for backend, spec, bucket, config in entries:
-        op = "topk_gather" if isinstance(spec, GatherSpec) else "selective_scan"
+        op = op_kind(spec).op
         case = Case(backend, "config", op, f"{spec.key()}@{'x'.join(map(str, bucket))}", spec.dtype)
         if backends.get(backend).unavailable_reason():
             results.append(Result(case, "not implemented", message=backends.get(backend).unavailable_reason()))

@@ -16,6 +16,9 @@ def run(args) -> int:
     if not templates_dir(backend).is_dir():
         raise ValueError(f"show-kernel --backend {backend}: this backend has no generated kernels (the reference "
                          f"runs scanforge/kernels/reference.py); choose one of {', '.join(GENERATED)}")
+    if args.op == "ssd_scan" and args.phase == Phase.DECODE.value:
+        raise ValueError("show-kernel --op ssd_scan: Mamba-2's decode step is selective_state_update's kernel "
+                         "(--op selective_scan --phase decode); choose --phase fwd or --phase bwd")
     if args.op == "topk_gather":
         if args.phase == Phase.DECODE.value:
             raise ValueError("show-kernel --op topk_gather: a top-k gather has no decode phase; "
@@ -27,7 +30,8 @@ def run(args) -> int:
                         gate_mode=GateMode(args.gate_mode), has_D=args.D, has_z=args.z,
                         has_delta_bias=args.delta_bias, softplus=args.softplus, grouped=args.grouped,
                         dtype=args.dtype, has_initial_state=args.initial_state, return_last_state=args.last_state,
-                        varlen=args.varlen, phase=Phase(args.phase))
+                        varlen=args.varlen, decay="head" if args.op == "ssd_scan" else "channel",
+                        phase=Phase(args.phase))
     try:
         backend_spaces(backend)
     except ValueError as e:

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(backends.get("triton").unavailable_reason() is n
                                 reason="triton is not installed")
 
 DEVICE = device_of("triton")
-SMALL = dict(CHUNK=16, BLOCK_P=16, num_warps=2, num_stages=1)
+SMALL = dict(CHUNK=16, BLOCK_P=16, BLOCK_N=16, num_warps=2, num_stages=1)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 

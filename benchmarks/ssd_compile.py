@@ -102,7 +102,7 @@ def main() -> None:
                 for kernel, launch in launches(spec, _inputs(spec, DTYPES[dt_name], varlen), fwd, bwd):
                     if kernel not in args.kernels.split(","):
                         continue
-                    cfg = bwd if kernel == "bwd" else fwd
+                    cfg = fwd if kernel == "fwd" else bwd  # the rerun is the backward module's forward
                     cells = []
                     for tname in args.targets.split(","):
                         r = compile_launch(launch, target(tname))

@@ -71,7 +71,10 @@ def launches(spec: ScanSpec, inputs: ScanInputs, fwd: dict, bwd: dict):
             be.scan_backward(spec, inputs, dy, dh, bwd)
         except Exception:  # the host's sums of the partials after the launches: not needed here
             pass
-    return zip(("fwd", "bwd:rerun", "bwd"), recorded)
+    names = [launch.name for launch in recorded]
+    n_fwd = names.index("ssd_bwd_kernel") // 2  # launches per pass (bidirectional: one per pass)
+    tags = [f"fwd{i}" for i in range(n_fwd)] + [f"bwd:rerun{i}" for i in range(n_fwd)] + [f"bwd{i}" for i in range(n_fwd)]
+    return zip((t.removesuffix("0") if n_fwd == 1 else t for t in tags), recorded)
 
 
 def main() -> None:
@@ -100,9 +103,9 @@ def main() -> None:
                 fwd = args.fwd or default_config("triton", spec)
                 bwd = args.bwd or default_config("triton", spec.adjoint())
                 for kernel, launch in launches(spec, _inputs(spec, DTYPES[dt_name], varlen), fwd, bwd):
-                    if kernel not in args.kernels.split(","):
+                    if kernel.rstrip("01") not in args.kernels.split(","):
                         continue
-                    cfg = fwd if kernel == "fwd" else bwd  # the rerun is the backward module's forward
+                    cfg = fwd if kernel.startswith("fwd") else bwd  # the rerun is the backward module's forward
                     cells = []
                     for tname in args.targets.split(","):
                         r = compile_launch(launch, target(tname))

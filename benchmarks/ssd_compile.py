@@ -73,7 +73,7 @@ def launches(spec: ScanSpec, inputs: ScanInputs, fwd: dict, bwd: dict):
             pass
     names = [launch.name for launch in recorded]
     n_fwd = names.index("ssd_bwd_kernel") // 2  # launches per pass (bidirectional: one per pass)
-    tags = [f"fwd{i}" for i in range(n_fwd)] + [f"bwd:rerun{i}" for i in range(n_fwd)] + [f"bwd{i}" for i in range(n_fwd)]
+    tags = [f"{kind}{i}" for kind in ("fwd", "bwd:rerun", "bwd") for i in range(n_fwd)]
     return zip((t.removesuffix("0") if n_fwd == 1 else t for t in tags), recorded)
 
 

@@ -167,6 +167,7 @@ CASES = [
     Case(),
     FULL,
     replace(FULL, direction="reverse"),
+    replace(FULL, N=40, L=20),  # three blocks of BLOCK_N=16 states, the last one partial
     Case(direction="bidirectional", D="channel", z=True, bias=True, groups=2, heads=4),
     Case(direction="reverse", groups=2, heads=4, dt_limit=(0.1, 0.3), views=True, last=True),
     Case(D="head", dt_limit=(0.1, 0.3), h0=True, views=True),

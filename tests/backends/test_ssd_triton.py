@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(backends.get("triton").unavailable_reason() is n
                                 reason="triton is not installed")
 
 DEVICE = device_of("triton")
-SMALL = dict(CHUNK=16, BLOCK_P=16, num_warps=2, num_stages=1)
+SMALL = dict(CHUNK=16, BLOCK_P=16, BLOCK_N=16, num_warps=2, num_stages=1)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -167,6 +167,7 @@ CASES = [
     Case(),
     FULL,
     replace(FULL, direction="reverse"),
+    replace(FULL, N=40, L=20),  # three blocks of BLOCK_N=16 states, the last one partial
     Case(direction="bidirectional", D="channel", z=True, bias=True, groups=2, heads=4),
     Case(direction="reverse", groups=2, heads=4, dt_limit=(0.1, 0.3), views=True, last=True),
     Case(D="head", dt_limit=(0.1, 0.3), h0=True, views=True),

@@ -28,12 +28,10 @@ def _scanforge(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     (128, 0, 0, 4, 4), (256, 0, 0, 4, 2), (512, 0, 0, 4, 1),
     (126, 64, 0, 4, 2),  # unified: AGPRs start at 128 (VGPRs rounded to 4): 192 -> 512 // 192
     (32, 0, 32768, 4, 2),  # two workgroups of 32 KiB LDS per CU, one wave of each per SIMD
-    (32, 0, 0, 1, 4),  # 16 workgroups of one wave per CU... one wave workgroups are not capped at 16
+    (32, 0, 0, 1, 8),  # one-wave workgroups are not capped at 16 per CU: 32 of them, 8 per SIMD
 ])
 def test_waves_per_simd_from_the_cdna3_limits(vgprs, agprs, lds, waves, expected):
     occ = targets.TARGETS["gfx942"].waves_per_simd(vgprs, agprs, 16, lds, waves)
-    if waves == 1:  # one-wave workgroups: 32 per CU, 8 per SIMD
-        expected = 8
     assert occ["warps"] == expected, occ
 
 

@@ -41,3 +41,21 @@ def test_a_triton_trial_is_checked_and_timed_with_cuda_events(phase):
     spec = ScanSpec(has_D=True, phase=phase)
     result = TrialRunner().run(Task("triton", spec, (2, 64, 512, 16)), {})
     assert result.ok and result.seconds > 0, result.reason
+
+
+def test_only_the_atomically_summed_gradients_may_differ_run_to_run():
+    """scanforge.tuning.hazards.ATOMICS: dB and dC are float32 atomic sums (any order); every other gradient is
+    written once and is bit-identical between two runs."""
+    spec = ScanSpec(has_D=True, has_z=True, dtype="float32")
+    x = ScanExample(spec, 2, 256, 1000, 16, seed=4).inputs("cuda")
+    leaves = [t.detach().requires_grad_(True) for t in x.tensors[:7]]
+    runs = []
+    for _ in range(2):
+        y = sf.selective_scan(*leaves, backend="triton")
+        runs.append(torch.autograd.grad(y, leaves, torch.ones_like(y)))
+    names = ("u", "delta", "A", "B", "C", "D", "z")
+    for name, first, second in zip(names, *runs):
+        if name in ("B", "C"):
+            torch.testing.assert_close(first, second, rtol=1e-5, atol=1e-6)
+        else:
+            assert torch.equal(first, second), name

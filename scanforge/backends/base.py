@@ -190,8 +190,15 @@ def cpu_name() -> str:
 
 @cache
 def gpu_name() -> str:
-    """The current CUDA device and its compute capability."""
+    """The current GPU as a tuned config's key names it: an NVIDIA device with its compute capability
+    (``NVIDIA H100 80GB HBM3 sm_90``); on a ROCm build of PyTorch, an AMD device with its LLVM target and the
+    HIP version (``AMD Instinct MI300X gfx942 HIP 6.4.43484``), so that a config tuned on one architecture or
+    ROCm release is never taken for another."""
     index = torch.cuda.current_device()
+    hip = getattr(torch.version, "hip", None)
+    if hip:
+        arch = str(getattr(torch.cuda.get_device_properties(index), "gcnArchName", "") or "").split(":")[0]
+        return f"{torch.cuda.get_device_name(index)} {arch or 'gfx?'} HIP {hip}"
     major, minor = torch.cuda.get_device_capability(index)
     return f"{torch.cuda.get_device_name(index)} sm_{major}{minor}"
 

@@ -129,6 +129,9 @@ class NumbaCUDABackend(Backend):
                     else "set NUMBA_ENABLE_CUDASIM=1 before numba is imported to run the kernels in the CUDA "
                     "simulator on CPU tensors")
             return f"runs on CUDA tensors, got a tensor on {device} ({hint})"
+        if getattr(torch.version, "hip", None):
+            return (f"numba-cuda compiles for NVIDIA GPUs (CUDA) only; this PyTorch is a ROCm build (HIP "
+                    f"{torch.version.hip}): use backend='triton' on AMD GPUs")
         from numba import cuda
 
         if not cuda.is_available():

@@ -46,6 +46,14 @@ def _scan_config(spec: ScanSpec, inputs: ScanInputs, config: dict | None) -> dic
     return config
 
 
+def _rows_contiguous(t: torch.Tensor) -> torch.Tensor:
+    """``t`` with unit stride along its last dimension (the gather's d): a copy of a view whose columns are
+    strided (e.g. a transposed one). The kernels read d columns of a token row together; strided, every element
+    is its own memory transaction, which costs more than one copy, and the generic-stride kernel spills (sm_90,
+    fp32 l2norm+mean+sigmoid forward: 16 B)."""
+    return t if t.stride(-1) == 1 or t.shape[-1] <= 1 else t.contiguous()
+
+
 def interpreted() -> bool:
     """Whether triton was loaded in interpreter mode (TRITON_INTERPRET=1 when it was first imported).
 
@@ -155,6 +163,7 @@ class TritonBackend(Backend):
         return out
 
     def gather_forward(self, spec, x, k, scores, config=None):
+        x = _rows_contiguous(x)
         batch, T, d = x.shape
         module = _module(spec, (batch, T, d, k), x.device, config)
         out = new_output((batch, spec.out_rows(k), d), x.dtype, x.device)
@@ -164,6 +173,7 @@ class TritonBackend(Backend):
         return out, idx, slot
 
     def gather_backward(self, spec, x, k, scores, slot, gout, config=None):
+        x, gout = _rows_contiguous(x), _rows_contiguous(gout)
         module = _module(spec.adjoint(), (*x.shape, k), x.device, config)
         dx = new_output(x.shape, x.dtype, x.device)
         learned = scores_learn(spec, scores)

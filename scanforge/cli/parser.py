@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--plot", metavar="DIR", help="write a PNG per study (time vs trial, best so far)")
     tune.add_argument("--dry-run", action="store_true", help="with --target: list the configs of each study that "
                       "compile for that GPU without spilling (no GPU needed, nothing is timed)")
-    tune.add_argument("--target", help="with --dry-run: the GPU architecture to plan for (sm_80, sm_90, sm_100)")
+    tune.add_argument("--target", help="with --dry-run: the GPU architecture to plan for "
+                      "(sm_80, sm_90, sm_100, gfx90a, gfx942, gfx950)")
     tune.set_defaults(func=tune_command.run)
 
     bench = sub.add_parser("bench", help="time tuned vs default configs vs the PyTorch reference")

@@ -20,6 +20,7 @@ from rich.table import Table
 from .. import backends
 from ..kernels.variants import DEFAULT_WORKLOAD, GATHER_VARIANTS, SCAN_VARIANTS, variant_spec
 from ..tuning import compile_plan, targets
+from ..tuning.cuda_tools import check_target_tools
 from ..tuning.plots import plot_study
 from ..tuning.spaces import config_text, space_for
 from ..tuning.storage import redact
@@ -159,10 +160,14 @@ def dry_run(args, console: Console) -> int:
     backend = args.backend or "triton"
     if backend not in GPU_BACKENDS:
         raise ValueError(f"--dry-run --target: --backend must be one of {list(GPU_BACKENDS)}, got {backend!r}")
+    if backend not in targets.target(target).backends:
+        raise ValueError(f"--dry-run --target {target}: {backend} kernels do not compile for it "
+                         f"(backends for {target}: {', '.join(targets.target(target).backends)})")
+    check_target_tools([target])
     tasks, _ = build_tasks(backend, args.op, args.variant, args.shapes, args.dtype, args.phase, for_gpu=True)
     jobs = [compile_plan.Job(backend, t.label, dataclasses.replace(t.spec, dtype="float32"), t.shape,
                              tuple(sorted(c.items())), (t.spec.dtype,), (target,))
-            for t in tasks for c in space_for(backend, t.family).grid(t.shape)]
+            for t in tasks for c in space_for(backend, t.family, vendor=targets.target(target).vendor).grid(t.shape)]
     with Progress(console=console, transient=True) as progress:
         bar = progress.add_task(f"compiling {len(jobs)} configs for {target}", total=len(jobs))
         rows = compile_plan.run(jobs, on_rows=lambda _: progress.advance(bar))
@@ -171,7 +176,7 @@ def dry_run(args, console: Console) -> int:
         key = (r["family"], r["variant"], r["dtype"], r["shape"], config_text(r["config"]))
         verdicts.setdefault(key, []).append(r["verdict"])
     table = Table(title=f"scanforge tune --dry-run: configs that compile for {target} without spilling and "
-                        f"reach the warps floor", title_justify="left")
+                        f"reach the {targets.target(target).unit} floor", title_justify="left")
     for column in ("family", "variant", "dtype", "shape", "feasible", "feasible configs"):
         table.add_column(column, overflow="fold")
     buckets: dict[tuple, list[str]] = {}

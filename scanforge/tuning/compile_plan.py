@@ -1,7 +1,9 @@
 """Which kernels ``scanforge compile`` builds, and building them in worker processes.
 
-A job is one (backend, variant, phase, config) at one shape, compiled for every requested dtype
-and target; its rows are plain dicts (the ``--json`` format). Workers are fresh processes with
+A job is one (backend, variant, phase, config) at one shape, compiled for every requested dtype, input layout
+(:data:`scanforge.tuning.capture.LAYOUTS`: contiguous and generic strides) and target that the backend compiles
+for (Numba-CUDA: NVIDIA only); a launch is captured once per (dtype, layout) and compiled for every target. Its rows
+are plain dicts (the ``--json`` format). Workers are fresh processes with
 triton compiled and numba's simulator off, whatever the parent runs with.
 """
 
@@ -20,10 +22,10 @@ from ..kernels.codegen import family
 from ..kernels.ir import GatherSpec, Phase, ScanSpec
 from ..kernels.variants import DECODE_VARIANTS, GATHER_VARIANTS, SCAN_VARIANTS
 from . import aot
-from .capture import capture
+from .capture import LAYOUTS, capture
 from .cuda_tools import check_compiling_process, compile_environment
 from .spaces import space_for
-from .targets import GPU_BACKENDS, Target, target
+from .targets import GPU_BACKENDS, AMDTarget, Target, for_backend, target
 from .worker import sigint_blocked
 
 #: (op table, phases, default shape) per kind of kernel: the GPU default workload's typical shapes
@@ -44,6 +46,7 @@ class Job:
     config: tuple  # sorted (param, value) pairs
     dtypes: tuple[str, ...]
     targets: tuple[str, ...]
+    layouts: tuple[str, ...] = ("contiguous",)
 
     @property
     def phase(self) -> str:
@@ -53,9 +56,10 @@ class Job:
         return dataclasses.replace(self.base, dtype=dtype)
 
 
-def check_config(backend: str, fam: str, config: Mapping, source: str) -> dict:
-    """``config`` merged onto the family default, refusing parameters or values outside the space."""
-    space = space_for(backend, fam)
+def check_config(backend: str, fam: str, config: Mapping, source: str, vendor: str = "nvidia") -> dict:
+    """``config`` merged onto the family default (of ``vendor``'s space), refusing parameters or values outside
+    the space."""
+    space = space_for(backend, fam, vendor=vendor)
     for name, value in config.items():
         if name not in space.params:
             raise ValueError(f"{source}: [{fam}] has no parameter {name!r} on {backend} "
@@ -69,9 +73,13 @@ def plan(backends: Iterable[str], targets: Iterable[str], *, kinds: Iterable[str
          variants: Iterable[str] | None = None, phases: Iterable[str] | None = None,
          dtypes: Iterable[str] = ("float32", "bfloat16"), shapes: Iterable[tuple] | None = None,
          configs: Mapping[str, Mapping] | None = None, space: bool = False,
-         config_source: str = "--config") -> list[Job]:
+         config_source: str = "--config", layouts: Iterable[str] = ("contiguous",)) -> list[Job]:
     """The jobs for the selection (None: everything); ``space`` compiles every config of each family's space."""
     targets = tuple(target(t).name for t in targets)
+    layouts = tuple(layouts)
+    for layout in layouts:
+        if layout not in LAYOUTS:
+            raise ValueError(f"--layout: expected one of {list(LAYOUTS)}, got {layout!r}")
     for b in backends:
         if b not in GPU_BACKENDS:
             raise ValueError(f"--backend: expected one of {list(GPU_BACKENDS)}, got {b!r}")
@@ -81,18 +89,22 @@ def plan(backends: Iterable[str], targets: Iterable[str], *, kinds: Iterable[str
         raise ValueError(f"--variant: unknown {unknown}; known: {sorted(known)}")
     jobs = []
     for backend in backends:
-        for kind, (_, _, default_shape) in KINDS.items():
-            if kinds and kind not in kinds:
-                continue
-            for shape in [tuple(s) for s in shapes] if shapes else [default_shape]:
-                if kind == "decode":  # one token
-                    shape = (shape[0], shape[1], 1, shape[3])
-                jobs += _kind_jobs(backend, kind, shape, targets, variants, phases, tuple(dtypes), configs, space,
-                                   config_source)
-    return jobs
+        backend_targets = for_backend(backend, targets)
+        for vendor in dict.fromkeys(target(t).vendor for t in backend_targets):  # a space per vendor
+            vendor_targets = tuple(t for t in backend_targets if target(t).vendor == vendor)
+            for kind, (_, _, default_shape) in KINDS.items():
+                if kinds and kind not in kinds:
+                    continue
+                for shape in [tuple(s) for s in shapes] if shapes else [default_shape]:
+                    if kind == "decode":  # one token
+                        shape = (shape[0], shape[1], 1, shape[3])
+                    jobs += _kind_jobs(backend, kind, shape, vendor_targets, variants, phases, tuple(dtypes),
+                                       configs, space, config_source, vendor)
+    return [dataclasses.replace(job, layouts=layouts) for job in jobs]
 
 
-def _kind_jobs(backend, kind, shape, targets, variants, phases, dtypes, configs, space, config_source) -> list[Job]:
+def _kind_jobs(backend, kind, shape, targets, variants, phases, dtypes, configs, space, config_source,
+               vendor) -> list[Job]:
     table, kind_phases, _ = KINDS[kind]
     jobs = []
     for variant in table:
@@ -104,9 +116,9 @@ def _kind_jobs(backend, kind, shape, targets, variants, phases, dtypes, configs,
             base = dataclasses.replace(table[variant], phase=Phase(phase))
             fam = family(base)
             if space:
-                candidates = space_for(backend, fam).grid(shape)
+                candidates = space_for(backend, fam, vendor=vendor).grid(shape)
             else:
-                candidates = [check_config(backend, fam, (configs or {}).get(fam, {}), config_source)]
+                candidates = [check_config(backend, fam, (configs or {}).get(fam, {}), config_source, vendor)]
             jobs += [Job(backend, variant, base, shape, tuple(sorted(c.items())), dtypes, targets)
                      for c in candidates]
     return jobs
@@ -115,7 +127,7 @@ def _kind_jobs(backend, kind, shape, targets, variants, phases, dtypes, configs,
 _numba_memo: dict[tuple, aot.KernelReport] = {}
 
 
-def _compile(launch: Launch, tgt: Target) -> aot.KernelReport:
+def _compile(launch: Launch, tgt: Target | AMDTarget) -> aot.KernelReport:
     """Compile a launch, once per (kernel, argument types, target) for Numba (its kernels take
     float32 whatever the op's dtype); Triton keeps its own on-disk cache."""
     if launch.backend != "numba_cuda":
@@ -133,22 +145,27 @@ def run_job(job: Job) -> list[dict]:
     config = dict(job.config)
     rows = []
     for dtype in job.dtypes:
-        spec = job.spec(dtype)
-        base = dict(backend=job.backend, variant=job.variant, phase=job.phase, dtype=dtype,
-                    shape="x".join(map(str, job.shape)), config=config, family=family(spec))
-        try:
-            launches = capture(job.backend, spec, job.shape, config)
-        except NotImplementedError as e:
-            rows.append({**base, "kernel": "-", "target": "-", "error": None, "verdict": f"not implemented: {e}"})
-            continue
-        except Exception as e:  # a launcher that refuses the config: a row, not a crash
-            rows += [{**base, "kernel": "-", "target": t, "error": f"{type(e).__name__}: {e}", "verdict": "error"}
-                     for t in job.targets]
-            continue
-        for launch in launches:
-            for name in job.targets:
-                report = _compile(launch, target(name))
-                rows.append({**base, **report.as_dict(), "verdict": aot.verdict(family(spec), report)})
+        for layout in job.layouts:
+            rows += _layout_rows(job, dtype, layout, config)
+    return rows
+
+
+def _layout_rows(job: Job, dtype: str, layout: str, config: dict) -> list[dict]:
+    spec = job.spec(dtype)
+    base = dict(backend=job.backend, variant=job.variant, phase=job.phase, dtype=dtype, layout=layout,
+                shape="x".join(map(str, job.shape)), config=config, family=family(spec))
+    try:
+        launches = capture(job.backend, spec, job.shape, config, layout)
+    except NotImplementedError as e:
+        return [{**base, "kernel": "-", "target": "-", "error": None, "verdict": f"not implemented: {e}"}]
+    except Exception as e:  # a launcher that refuses the config: a row, not a crash
+        return [{**base, "kernel": "-", "target": t, "error": f"{type(e).__name__}: {e}", "verdict": "error"}
+                for t in job.targets]
+    rows = []
+    for launch in launches:
+        for name in job.targets:
+            report = _compile(launch, target(name))
+            rows.append({**base, **report.as_dict(), "verdict": aot.verdict(family(spec), report)})
     return rows
 
 

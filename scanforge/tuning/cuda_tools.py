@@ -1,4 +1,5 @@
-"""The CUDA binaries the compile gate runs (``ptxas``, ``cuobjdump``) and the environment of a compiling process."""
+"""The CUDA binaries the compile gate runs (``ptxas``, ``cuobjdump``), the AMD backend it needs for AMD targets,
+and the environment of a compiling process."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from ..backends.numba_cuda import simulated
 from ..backends.triton import interpreted
+from .targets import target
 
 
 def _tool_dirs() -> list[Path]:
@@ -59,3 +61,24 @@ def check_compiling_process() -> None:
     if interpreted() or simulated():
         raise RuntimeError("ahead-of-time compilation needs triton compiled and numba without its simulator: "
                            "run it in a process started with TRITON_INTERPRET=0 NUMBA_ENABLE_CUDASIM=0")
+
+
+def check_target_tools(names) -> None:
+    """Refuse (ValueError), in one line, a target this machine cannot compile for: NVIDIA targets need ``ptxas`` and
+    ``cuobjdump``; AMD targets need Triton's AMD (``hip``) backend, which Triton's Linux wheels bundle."""
+    vendors = {target(n).vendor for n in names}
+    if "nvidia" in vendors:
+        for tool in ("ptxas", "cuobjdump"):
+            try:
+                find_tool(tool)
+            except FileNotFoundError as e:
+                raise ValueError(str(e)) from None
+    if "amd" in vendors:
+        import triton
+        from triton.backends import backends as triton_backends
+
+        if "amd" not in triton_backends:
+            amd = sorted(n for n in names if target(n).vendor == "amd")
+            raise ValueError(f"--target {', '.join(amd)}: this Triton ({triton.__version__}) has no AMD "
+                                    f"backend (its backends: {', '.join(sorted(triton_backends))}); install a "
+                                    "Triton wheel for Linux x86-64, which bundles it")

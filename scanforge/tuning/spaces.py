@@ -4,6 +4,11 @@ Per kernel family (``scan_fwd``, ``gather_bwd``, ...) a file holds ``params`` (p
 choices), ``constraints`` (Python expressions over the parameters and the shape that a config
 must satisfy there) and ``default`` (the config used when nothing is tuned). Anything malformed
 is a ``ValueError`` naming the file and the key, raised when the file is read, not mid-tuning.
+
+A family may differ per GPU vendor: an ``[<family>.amd]`` (or ``.nvidia``) table with ``params`` and ``default``
+replaces or adds those parameters for that vendor (a 64-lane wavefront wants other ``num_warps``; AMD-only launch
+options such as ``waves_per_eu``). The space of a vendor is the family's table with its overlay applied, validated
+as a whole; :func:`backend_spaces` gives this machine's vendor's unless told (:func:`machine_vendor`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+import torch
+
 from .. import backends
 
 #: Names a constraint may use besides the parameters: the scan shape (also that of the per-head decay scan, ``ssd_*``)
@@ -30,6 +37,8 @@ from .. import backends
 SHAPE_NAMES = {"scan": ("batch", "dim", "L", "N"), "ssd": ("batch", "dim", "L", "N"),
                "gather": ("batch", "T", "d", "k")}
 _FUNCTIONS = {"min": min, "max": max, "abs": abs, "log2": math.log2}
+#: The GPU vendors a family's table may hold an overlay for.
+VENDORS = ("nvidia", "amd")
 _SCALAR = (bool, int, float, str)
 
 
@@ -151,9 +160,10 @@ def parse_family(source: str, family: str, table: object) -> SearchSpace:
     where = f"{source}: [{family}]"
     if not isinstance(table, dict):
         raise ValueError(f"{where}: expected a table, got {table!r}")
-    unknown = set(table) - {"params", "constraints", "default"}
+    unknown = set(table) - {"params", "constraints", "default", *VENDORS}
     if unknown:
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)} (expected params, constraints, default)")
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)} (expected params, constraints, default, "
+                         f"or a vendor overlay: {', '.join(VENDORS)})")
     params = table.get("params", {})
     if not isinstance(params, dict):
         raise ValueError(f"{where}.params: expected a table of parameter = [choices]")
@@ -181,8 +191,26 @@ def parse_family(source: str, family: str, table: object) -> SearchSpace:
     return SearchSpace(source, family, {k: tuple(v) for k, v in params.items()}, checked, dict(default))
 
 
-def parse_file(path: str | Path, text: str | None = None) -> dict[str, SearchSpace]:
-    """Every family of a space file, validated."""
+def overlay(table: dict, vendor: str) -> dict:
+    """A family's table as ``vendor`` sees it: its ``[<family>.<vendor>]`` params and default applied."""
+    extra = table.get(vendor) or {}
+    if not isinstance(extra, dict) or set(extra) - {"params", "default"}:
+        raise ValueError(f"[{vendor}] overlay: expected a table with params and default, got {extra!r}")
+    merged = {k: v for k, v in table.items() if k not in VENDORS}
+    for key in ("params", "default"):
+        if key in extra:
+            merged[key] = {**merged.get(key, {}), **extra[key]}
+    return merged
+
+
+def machine_vendor() -> str:
+    """The GPU vendor this PyTorch build runs on: ``amd`` for a ROCm build, else ``nvidia``."""
+    return "amd" if getattr(torch.version, "hip", None) else "nvidia"
+
+
+def parse_file(path: str | Path, text: str | None = None, vendor: str = "nvidia") -> dict[str, SearchSpace]:
+    """Every family of a space file, validated, as ``vendor`` sees it (its overlays applied; every vendor's
+    overlay is checked)."""
     source = str(path)
     try:
         data = tomllib.loads(Path(path).read_text() if text is None else text)
@@ -190,7 +218,19 @@ def parse_file(path: str | Path, text: str | None = None) -> dict[str, SearchSpa
         raise ValueError(f"search space file {source} does not exist") from None
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{source}: not valid TOML: {e}") from None
-    return {family: parse_family(source, family, table) for family, table in data.items()}
+    if vendor not in VENDORS:
+        raise ValueError(f"vendor: expected one of {list(VENDORS)}, got {vendor!r}")
+    spaces = {}
+    for family, table in data.items():
+        parse_family(source, family, table)
+        for other in VENDORS:
+            try:
+                seen = parse_family(source, family, overlay(table, other))
+            except ValueError as e:
+                raise ValueError(f"{source}: [{family}.{other}]: {e}") from None
+            if other == vendor:
+                spaces[family] = seen
+    return spaces
 
 
 def shipped_space_file(backend: str):
@@ -198,19 +238,25 @@ def shipped_space_file(backend: str):
     return files("scanforge.tuning") / "autotune" / f"{backend}.toml"
 
 
-@cache
-def backend_spaces(backend: str) -> dict[str, SearchSpace]:
+def backend_spaces(backend: str, vendor: str | None = None) -> dict[str, SearchSpace]:
     """The space file of a registered backend, as the backend declares it (``autotune/<backend>.toml`` for the
-    shipped ones)."""
+    shipped ones), as ``vendor`` (default: this machine's) sees it."""
+    return _backend_spaces(backend, vendor or machine_vendor())
+
+
+@cache
+def _backend_spaces(backend: str, vendor: str) -> dict[str, SearchSpace]:
     path = backends.get(backend).search_space_file() or shipped_space_file(backend)
     if not path.is_file():
         raise ValueError(f"backend {backend!r} has no search space file {path}")
-    return parse_file(str(path), path.read_text())
+    return parse_file(str(path), path.read_text(), vendor)
 
 
-def space_for(backend: str, family: str, path: str | Path | None = None) -> SearchSpace:
-    """The space of ``family`` on ``backend`` (from ``path`` instead of the shipped file if given)."""
-    spaces = parse_file(path) if path is not None else backend_spaces(backend)
+def space_for(backend: str, family: str, path: str | Path | None = None, vendor: str | None = None) -> SearchSpace:
+    """The space of ``family`` on ``backend`` (from ``path`` instead of the shipped file if given) for ``vendor``
+    (default: this machine's)."""
+    spaces = parse_file(path, vendor=vendor or machine_vendor()) if path is not None else \
+        backend_spaces(backend, vendor)
     try:
         return spaces[family]
     except KeyError:

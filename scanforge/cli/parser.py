@@ -27,7 +27,7 @@ USER_ERROR, INTERRUPTED = 2, 128 + signal.SIGINT
 
 def _workload_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", help="backend to tune (default: the best one this machine runs natively)")
-    p.add_argument("--op", action="append", choices=["selective_scan", "topk_gather"], help="only this op")
+    p.add_argument("--op", action="append", choices=["selective_scan", "topk_gather", "ssd_scan"], help="only this op")
     p.add_argument("--variant", action="append", help="a named variant (see `scanforge check`); repeatable")
     p.add_argument("--shapes", nargs="+", help="BATCHxDIMxLxN for scans, BATCHxTxDxK for gathers")
     p.add_argument("--dtype", action="append", choices=["float32", "float16", "bfloat16"])
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         "memory, warps per SM"))
 
     show = sub.add_parser("show-kernel", help="print the generated source of a kernel")
-    show.add_argument("--op", choices=["selective_scan", "topk_gather"], default="selective_scan")
+    show.add_argument("--op", choices=["selective_scan", "topk_gather", "ssd_scan"], default="selective_scan")
     show.add_argument("--backend", help="triton, numba_cpu or numba_cuda (default: this machine's)")
     show.add_argument("--phase", choices=[p.value for p in Phase], default="fwd")
     show.add_argument("--direction", choices=[d.value for d in Direction], default="causal")

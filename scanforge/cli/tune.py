@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .. import backends
-from ..kernels.variants import DEFAULT_WORKLOAD, GATHER_VARIANTS, SCAN_VARIANTS, variant_spec
+from ..kernels.variants import DEFAULT_WORKLOAD, VARIANTS_OF, variant_spec
 from ..tuning import compile_plan, targets
 from ..tuning.cuda_tools import check_target_tools
 from ..tuning.plots import plot_study
@@ -61,7 +61,7 @@ def build_tasks(backend: str, ops: list[str] | None, variants: list[str] | None,
     gpu = for_gpu or backends.get(backend).runs_on_gpu()
     workload = DEFAULT_WORKLOAD["gpu" if gpu else "cpu"]
     if variants:
-        table = {**{v: "selective_scan" for v in SCAN_VARIANTS}, **{v: "topk_gather" for v in GATHER_VARIANTS}}
+        table = {v: op for op, named in VARIANTS_OF.items() for v in named}
         unknown = [v for v in variants if v not in table]
         if unknown:
             raise ValueError(f"--variant: unknown {unknown}; known: {sorted(table)}")

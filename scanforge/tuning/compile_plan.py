@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ..backends.base import Launch
 from ..kernels.codegen import family
 from ..kernels.ir import GatherSpec, Phase, ScanSpec
-from ..kernels.variants import DECODE_VARIANTS, GATHER_VARIANTS, SCAN_VARIANTS
+from ..kernels.variants import DECODE_VARIANTS, GATHER_VARIANTS, SCAN_VARIANTS, SSD_VARIANTS
 from . import aot
 from .capture import LAYOUTS, capture
 from .cuda_tools import check_compiling_process, compile_environment
@@ -29,11 +29,12 @@ from .targets import GPU_BACKENDS, AMDTarget, Target, for_backend, target
 from .worker import sigint_blocked
 
 #: (op table, phases, default shape) per kind of kernel: the GPU default workload's typical shapes
-#: (Mamba-1.4B width at 2K tokens; LLaVA-1.5's 576 visual tokens kept to 144).
+#: (Mamba-1.4B width at 2K tokens; LLaVA-1.5's 576 visual tokens kept to 144; Mamba-2 2.7B: 80 heads of 64, N 128).
 KINDS = {
     "selective_scan": (SCAN_VARIANTS, ("fwd", "bwd"), (8, 2048, 2048, 16)),
     "decode": (DECODE_VARIANTS, ("decode",), (8, 2048, 1, 16)),
     "topk_gather": (GATHER_VARIANTS, ("fwd", "bwd"), (16, 576, 1024, 144)),
+    "ssd_scan": (SSD_VARIANTS, ("fwd", "bwd"), (8, 5120, 2048, 128)),
 }
 
 

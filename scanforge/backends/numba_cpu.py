@@ -24,6 +24,7 @@ from ..kernels.ir import GatherSpec, ScanSpec
 from .base import Backend, ScanInputs, new_output
 from .configs import config_for, default_config
 from .host import empty_last_state, group_count, no_last_state_cotangent, scan_shape, scores_learn, sequence_rows
+from .numba_cpu_ssd import ssd_backward, ssd_forward, ssd_shape
 
 
 def _serial_work(default: float = float(1 << 22)) -> float:
@@ -127,12 +128,12 @@ class NumbaCPUBackend(Backend):
     def unsupported_reason(self, spec, device):
         if device.type != "cpu":
             return f"runs on CPU tensors, got a tensor on {device}"
-        if isinstance(spec, ScanSpec) and spec.kind == "ssd":
-            return "has no per-head decay (Mamba-2) scan yet"
         return None
 
     @codegen.rebuilds_damaged_cache
     def scan_forward(self, spec, inputs, config=None):
+        if spec.kind == "ssd":
+            return ssd_forward(spec, inputs, _module(spec, ssd_shape(inputs), config), _run)
         batch, dim, L = inputs.u.shape
         N = inputs.A.shape[1]
         y = _out((batch, dim, L))
@@ -145,6 +146,8 @@ class NumbaCPUBackend(Backend):
 
     @codegen.rebuilds_damaged_cache
     def scan_backward(self, spec, inputs, dy, dh_last, config=None):
+        if spec.kind == "ssd":
+            return ssd_backward(spec, inputs, dy, dh_last, _module(spec.adjoint(), ssd_shape(inputs), config), _run)
         module = _module(spec.adjoint(), scan_shape(inputs), config)
         batch, dim, L = inputs.u.shape
         N = inputs.A.shape[1]

@@ -26,7 +26,8 @@ else:  # pragma: no cover
 from .. import backends
 
 #: Names a constraint may use besides the parameters: the scan shape and the gather shape.
-SHAPE_NAMES = {"scan": ("batch", "dim", "L", "N"), "gather": ("batch", "T", "d", "k")}
+SHAPE_NAMES = {"scan": ("batch", "dim", "L", "N"), "ssd": ("batch", "dim", "L", "N"),
+               "gather": ("batch", "T", "d", "k")}
 _FUNCTIONS = {"min": min, "max": max, "abs": abs, "log2": math.log2}
 _SCALAR = (bool, int, float, str)
 
@@ -170,7 +171,7 @@ def parse_family(source: str, family: str, table: object) -> SearchSpace:
             raise ValueError(f"{where}.default.{name}: {value!r} is not one of its choices {params[name]!r}")
     op = family.split("_")[0]
     if op not in SHAPE_NAMES:
-        raise ValueError(f"{where}: unknown kernel family (expected scan_* or gather_*)")
+        raise ValueError(f"{where}: unknown kernel family (expected scan_*, ssd_* or gather_*)")
     constraints = table.get("constraints", [])
     if not isinstance(constraints, list):
         raise ValueError(f"{where}.constraints: expected a list of expressions")

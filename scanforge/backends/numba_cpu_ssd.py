@@ -56,18 +56,16 @@ def _out(shape) -> np.ndarray:
     return new_output(tuple(shape), torch.float32).numpy()
 
 
-def _inputs(inputs: ScanInputs) -> tuple:
-    """The kernels' leading arguments: x, delta, A, B, C (with a group axis), D, z, dt_bias, h0, bounds, packed."""
+def _inputs(spec, inputs: ScanInputs) -> tuple:
+    """The kernels' leading arguments: x, delta, A, B, C (with a group axis), D, z, dt_bias, h0, bounds, packed,
+    passes (per sweep, whether it runs backwards in time), softplus, lo, hi."""
     x = inputs
     packed = x.cu_seqlens is not None
     bounds = x.cu_seqlens.to(torch.int64).numpy() if packed else np.zeros(1, dtype=np.int64)
     bc = [_f32(t if t.dim() == 4 else t.unsqueeze(1)) for t in (x.B, x.C)]
     return (_f32(x.u), _f32(x.delta), _f32(x.A), *bc, _f32(x.D), _f32(x.z, (0, 0, 0)), _f32(x.delta_bias),
-            _f32(x.initial_state, (0, 0, 0)), bounds, packed)
-
-
-def _limits(inputs: ScanInputs) -> tuple[float, float]:
-    return float(inputs.dt_limit[0]), float(inputs.dt_limit[1])
+            _f32(x.initial_state, (0, 0, 0)), bounds, packed, np.array(spec.reversed_passes, dtype=np.uint8),
+            spec.softplus, float(x.dt_limit[0]), float(x.dt_limit[1]))
 
 
 def ssd_forward(spec, inputs: ScanInputs, module: ModuleType, run: Runner) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,8 +73,8 @@ def ssd_forward(spec, inputs: ScanInputs, module: ModuleType, run: Runner) -> tu
     batch, dim, L, N = ssd_shape(inputs)
     y = _out((batch, dim, L))
     h_last = _out((batch, dim, N) if spec.return_last_state else (0, 0, 0))
-    run(module.ssd_forward, ssd_work(inputs) * len(spec.passes), ssd_tasks(inputs), *_inputs(inputs),
-        spec.softplus, *_limits(inputs), y, h_last)
+    run(module.ssd_forward, ssd_work(inputs) * len(spec.passes), ssd_tasks(inputs), *_inputs(spec, inputs), y,
+        h_last)
     h = torch.from_numpy(h_last) if spec.return_last_state else empty_last_state(inputs.u)
     return torch.from_numpy(y).to(inputs.u.dtype), h
 
@@ -95,8 +93,8 @@ def ssd_backward(spec, inputs: ScanInputs, dy: torch.Tensor, dh_last: torch.Tens
                dbias=np.zeros((rows, heads), **f32),
                dh0=_out((batch, dim, N) if spec.has_initial_state else (0, 0, 0)))
     no_dh = not spec.return_last_state or no_last_state_cotangent(dh_last)
-    run(module.ssd_backward, 4 * ssd_work(inputs) * len(spec.passes), ssd_tasks(inputs), *_inputs(inputs),
-        spec.softplus, *_limits(inputs), _f32(dy), _f32(None, (0, 0, 0)) if no_dh else _f32(dh_last), *out.values())
+    run(module.ssd_backward, 4 * ssd_work(inputs) * len(spec.passes), ssd_tasks(inputs), *_inputs(spec, inputs),
+        _f32(dy), _f32(None, (0, 0, 0)) if no_dh else _f32(dh_last), *out.values())
     t = {k: torch.from_numpy(v) for k, v in out.items()}
     G = group_count(inputs.B)
     per_head = lambda g: g.view(batch, G, heads // G, N, L).sum(2)  # noqa: E731 - heads of a group, in order

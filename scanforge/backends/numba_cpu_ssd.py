@@ -7,7 +7,7 @@ Numba CPU kernels' inputs are. :class:`scanforge.backends.numba_cpu.NumbaCPUBack
 (on one thread for a small call).
 
 Gradients of inputs shared between tasks are written as per-task partials and summed here in a fixed order
-(deterministic): B and C per (batch, head), summed over the heads of each group; A and dt_bias per (sequence,
+(deterministic): B and C per (batch, head), time-major, summed over the heads of each group; A and dt_bias per (sequence,
 head); D per (sequence, channel).
 """
 
@@ -57,12 +57,13 @@ def _out(shape) -> np.ndarray:
 
 
 def _inputs(spec, inputs: ScanInputs) -> tuple:
-    """The kernels' leading arguments: x, delta, A, B, C (with a group axis), D, z, dt_bias, h0, bounds, packed,
+    """The kernels' leading arguments: x, delta, A, B, C (time-major, with a group axis: (batch, G, L, N); every
+    head of a group reads whole rows of them), D, z, dt_bias, h0, bounds, packed,
     passes (per sweep, whether it runs backwards in time), softplus, lo, hi."""
     x = inputs
     packed = x.cu_seqlens is not None
     bounds = x.cu_seqlens.to(torch.int64).numpy() if packed else np.zeros(1, dtype=np.int64)
-    bc = [_f32(t if t.dim() == 4 else t.unsqueeze(1)) for t in (x.B, x.C)]
+    bc = [_f32((t if t.dim() == 4 else t.unsqueeze(1)).transpose(-1, -2)) for t in (x.B, x.C)]  # time-major
     return (_f32(x.u), _f32(x.delta), _f32(x.A), *bc, _f32(x.D), _f32(x.z, (0, 0, 0)), _f32(x.delta_bias),
             _f32(x.initial_state, (0, 0, 0)), bounds, packed, np.array(spec.reversed_passes, dtype=np.uint8),
             spec.softplus, float(x.dt_limit[0]), float(x.dt_limit[1]))
@@ -88,8 +89,8 @@ def ssd_backward(spec, inputs: ScanInputs, dy: torch.Tensor, dh_last: torch.Tens
     f32 = dict(dtype=np.float32)
     seq = (batch, dim, L)
     out = dict(dx=_out(seq), ddelta=_out((batch, heads, L)), dz=_out(seq if spec.has_z else (0, 0, 0)),
-               dA=np.zeros((rows, heads), **f32), dB=np.zeros((batch, heads, N, L), **f32),
-               dC=np.zeros((batch, heads, N, L), **f32), dD=np.zeros((rows, dim), **f32),
+               dA=np.zeros((rows, heads), **f32), dB=np.zeros((batch, heads, L, N), **f32),
+               dC=np.zeros((batch, heads, L, N), **f32), dD=np.zeros((rows, dim), **f32),
                dbias=np.zeros((rows, heads), **f32),
                dh0=_out((batch, dim, N) if spec.has_initial_state else (0, 0, 0)))
     no_dh = not spec.return_last_state or no_last_state_cotangent(dh_last)
@@ -97,7 +98,8 @@ def ssd_backward(spec, inputs: ScanInputs, dy: torch.Tensor, dh_last: torch.Tens
         _f32(dy), _f32(None, (0, 0, 0)) if no_dh else _f32(dh_last), *out.values())
     t = {k: torch.from_numpy(v) for k, v in out.items()}
     G = group_count(inputs.B)
-    per_head = lambda g: g.view(batch, G, heads // G, N, L).sum(2)  # noqa: E731 - heads of a group, in order
+    # the heads of a group, summed in order; time-major back to (batch, G, N, L)
+    per_head = lambda g: g.view(batch, G, heads // G, L, N).sum(2).transpose(-1, -2).contiguous()  # noqa: E731
     grads = {"u": t["dx"], "delta": t["ddelta"], "A": t["dA"].sum(0), "B": per_head(t["dB"]),
              "C": per_head(t["dC"])}
     if inputs.B.dim() == 3:

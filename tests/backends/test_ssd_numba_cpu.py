@@ -3,8 +3,9 @@
 ``sf.ssd_scan(..., backend="numba_cpu")``; and the decode step: ``selective_state_update`` with A, dt, dt_bias and D
 expanded per channel decodes, token by token, exactly the SSD scan on every backend that runs a decode step.
 
-One compiled forward and one backward serve every case here (the direction and the optional terms are run-time
-arguments of the kernels), so the cases are cheap once the first has compiled.
+One compiled forward and one backward of the default configs serve every case here (the direction and the optional
+terms are run-time arguments of the kernels), so the cases are cheap once the first has compiled; one more test
+compiles the other layout (FASTMATH off) with short chunks.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import pytest
 import torch
 
 import scanforge as sf
+from scanforge import backends
+from scanforge.backends.base import ScanInputs
+from scanforge.kernels.ir import ScanSpec
 from scanforge.kernels.reference import ssd_scan_ref
 from scanforge.testing.accuracy import FORWARD_TOLERANCE, GRAD_TOLERANCE, rel_error
 
@@ -159,3 +163,24 @@ def test_decode_step_with_a_per_channel_decay_is_the_ssd_scan(backend):
           for t in range(case.L)]
     assert rel_error(torch.stack(ys, dim=-1), ref_y) <= FORWARD_TOLERANCE["float32"]
     assert rel_error(state.view(case.batch, H, P, N), ref_state) <= FORWARD_TOLERANCE["float32"]
+
+
+def test_the_other_configs_match_the_reference_backend():
+    """FASTMATH off (the other state layout and halving sums) and short chunks (many forward chunks and backward
+    checkpoints), one bidirectional varlen call: every output and gradient equals the reference backend's."""
+    case = Case("bidirectional", batch=1, N=12, L=70, cu_seqlens=(0, 21, 70), dt_limit=(0.3, 0.9))
+    t = _inputs(case)
+    D = t["D"].repeat_interleave(case.headdim)
+    spec = ScanSpec(direction=case.direction, has_D=True, has_z=True, has_delta_bias=True, softplus=True,
+                    grouped=True, varlen=True, decay="head")
+    inputs = ScanInputs(t["x"], t["dt"], t["A"], t["B"], t["C"], D, t["z"], t["dt_bias"], None, None, 0.5,
+                        torch.tensor(case.cu_seqlens), case.dt_limit)
+    numba_cpu, reference = backends.get("numba_cpu"), backends.get("reference")
+    y = numba_cpu.scan_forward(spec, inputs, {"CHUNK_L": 64, "FASTMATH": False})[0]
+    assert rel_error(y, reference.scan_forward(spec, inputs)[0]) <= FORWARD_TOLERANCE["float32"]
+    dy = torch.randn(y.shape)
+    grads = numba_cpu.scan_backward(spec, inputs, dy, None, {"CHUNK_L": 16, "FASTMATH": False})
+    expected = reference.scan_backward(spec, inputs, dy, None)
+    assert set(grads) == set(expected)
+    for k, g in grads.items():
+        assert rel_error(g, expected[k]) <= GRAD_TOLERANCE["float32"], k

@@ -7,8 +7,8 @@ Numba CPU kernels' inputs are. :class:`scanforge.backends.numba_cpu.NumbaCPUBack
 (on one thread for a small call).
 
 Gradients of inputs shared between tasks are written as per-task partials and summed here in a fixed order
-(deterministic): B and C per (batch, head), time-major, summed over the heads of each group; A and dt_bias per (sequence,
-head); D per (sequence, channel).
+(deterministic): B and C per (batch, head), time-major, summed over the heads of each group; A and dt_bias per
+(sequence, head); D per (sequence, channel).
 """
 
 from __future__ import annotations

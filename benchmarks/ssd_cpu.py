@@ -1,6 +1,6 @@
 """Mamba-2's scan on the CPU: the Numba SSD kernels against the same computation as a Mamba-1 scan.
 
-    python benchmarks/ssd_cpu.py [--shape BATCH HEADS HEADDIM N L] [--repeats R]
+    python benchmarks/ssd_cpu.py [--shape BATCH HEADS HEADDIM N L] [--repeats R] [--threads T ...]
 
 At a small Mamba-2 shape (default batch 1, 8 heads of headdim 32, N 64, L 1024, fp32, one B/C group, D, z,
 dt_bias + softplus) it times, forward and forward+backward through autograd:
@@ -8,9 +8,10 @@ dt_bias + softplus) it times, forward and forward+backward through autograd:
 (b) ``sf.selective_scan(..., backend="numba_cpu")`` with A expanded per channel and state (``A[h]`` repeated to
     ``(dim, N)``), dt and dt_bias repeated per channel: the same outputs, one exp per (channel, state, step).
 The two alternate repeat by repeat (a shared machine's load hits both alike); each row gives the median, the
-quartiles and min/max in milliseconds. Both kernels run on all Numba threads. The first (compiling) calls are
-not timed. The outputs of (a) and (b) are compared (relative error) so that the rows time the same computation.
-Writes benchmarks/results/ssd_cpu.json.
+quartiles and min/max in milliseconds, for each Numba thread count of ``--threads`` (default: 1 and all; on a
+machine whose cores other work keeps busy the parallel rows are noisy, the one-thread rows much less). The first
+(compiling) calls are not timed. The outputs of (a) and (b) are compared (relative error) so that the rows time
+the same computation. Writes benchmarks/results/ssd_cpu.json.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ def main() -> None:
     parser.add_argument("--shape", nargs=5, type=int, default=[1, 8, 32, 64, 1024],
                         metavar=("BATCH", "HEADS", "HEADDIM", "N", "L"))
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", nargs="+", type=int, default=sorted({1, numba.get_num_threads()}))
     args = parser.parse_args()
     batch, heads, headdim, N, L = args.shape
     ssd, mamba1 = inputs(*args.shape)
@@ -83,22 +85,26 @@ def main() -> None:
     agreement = rel_error(y_ssd, y_m1.double())
     dy = torch.randn_like(y_ssd)
     fns = runners(ssd, mamba1, dy)
-    times: dict = {key: [] for key in fns}
     for fn in fns.values():  # compile / warm up
         fn()
         fn()
-    for _ in range(args.repeats):
-        for key, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[key].append(time.perf_counter() - t0)
     rows = []
-    for phase in ("forward", "forward+backward"):
-        a, b = spread(times[(phase, "ssd")]), spread(times[(phase, "mamba1")])
-        rows.append({"phase": phase, "ssd_scan_numba_cpu": a, "selective_scan_numba_cpu_A_per_channel": b,
-                     "speedup_median": round(b["median_ms"] / a["median_ms"], 2)})
-        print(f"{phase:17s} ssd {a['median_ms']:9.2f} ms [{a['q1_ms']:.2f}, {a['q3_ms']:.2f}]   mamba-1 "
-              f"{b['median_ms']:9.2f} ms [{b['q1_ms']:.2f}, {b['q3_ms']:.2f}]   x{rows[-1]['speedup_median']}")
+    for threads in args.threads:
+        numba.set_num_threads(threads)
+        times: dict = {key: [] for key in fns}
+        for _ in range(args.repeats):
+            for key, fn in fns.items():
+                t0 = time.perf_counter()
+                fn()
+                times[key].append(time.perf_counter() - t0)
+        for phase in ("forward", "forward+backward"):
+            a, b = spread(times[(phase, "ssd")]), spread(times[(phase, "mamba1")])
+            rows.append({"phase": phase, "numba_threads": threads, "ssd_scan_numba_cpu": a,
+                         "selective_scan_numba_cpu_A_per_channel": b,
+                         "speedup_median": round(b["median_ms"] / a["median_ms"], 2)})
+            print(f"{threads} thr {phase:17s} ssd {a['median_ms']:8.2f} ms [{a['q1_ms']:.2f}, {a['q3_ms']:.2f}]  "
+                  f"mamba-1 {b['median_ms']:8.2f} ms [{b['q1_ms']:.2f}, {b['q3_ms']:.2f}]  "
+                  f"x{rows[-1]['speedup_median']}")
     dim = heads * headdim
     exps = {"ssd_forward": batch * heads * L, "mamba1_forward": batch * dim * N * L,
             "ssd_per_element": 1 / (headdim * N), "mamba1_per_element": 1.0}
@@ -107,7 +113,7 @@ def main() -> None:
         "(silu(z) and softplus exps aside, the same in both). Times in ms: median, quartiles, min/max of alternated "
         "repeats after two warm-up calls each."),
         shape={"batch": batch, "nheads": heads, "headdim": headdim, "N": N, "L": L, "dtype": "float32"},
-        numba_threads=numba.get_num_threads(), outputs_relative_difference=agreement, exponentials=exps)
+        outputs_relative_difference=agreement, exponentials=exps)
     print(f"outputs agree to {agreement:.1e}; exps per element: ssd {exps['ssd_per_element']:.2e} vs 1; -> {path}")
 
 

@@ -7,11 +7,13 @@ dt_bias + softplus) it times, forward and forward+backward through autograd:
 (a) ``sf.ssd_scan(..., backend="numba_cpu")``: one exp(dt*A) per (head, step);
 (b) ``sf.selective_scan(..., backend="numba_cpu")`` with A expanded per channel and state (``A[h]`` repeated to
     ``(dim, N)``), dt and dt_bias repeated per channel: the same outputs, one exp per (channel, state, step).
-The two alternate repeat by repeat (a shared machine's load hits both alike); each row gives the median, the
-quartiles and min/max in milliseconds, for each Numba thread count of ``--threads`` (default: 1 and all; on a
-machine whose cores other work keeps busy the parallel rows are noisy, the one-thread rows much less). The first
-(compiling) calls are not timed. The outputs of (a) and (b) are compared (relative error) so that the rows time
-the same computation. Writes benchmarks/results/ssd_cpu.json.
+The two alternate repeat by repeat (a shared machine's load hits both alike). Each row gives, per Numba thread
+count of ``--threads`` (default: 1 and all), the median, quartiles and min/max of the wall time in milliseconds,
+and the median CPU time of the process (all its threads; with one thread it is the kernels' own time, which a
+busy machine's descheduling does not inflate: on cores that other work keeps busy the parallel rows are noisy).
+The first (compiling) calls are not timed. Torch runs on one thread (it only converts and sums small tensors
+here; its idle threads spinning beside Numba's cost more than they give). The outputs of (a) and (b) are compared
+(relative error) so that the rows time the same computation. Writes benchmarks/results/ssd_cpu.json.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", nargs="+", type=int, default=sorted({1, numba.get_num_threads()}))
     args = parser.parse_args()
+    torch.set_num_threads(1)
     batch, heads, headdim, N, L = args.shape
     ssd, mamba1 = inputs(*args.shape)
     y_ssd = sf.ssd_scan(**{k: v.detach() for k, v in ssd.items()}, dt_softplus=True, backend="numba_cpu")
@@ -92,19 +95,23 @@ def main() -> None:
     for threads in args.threads:
         numba.set_num_threads(threads)
         times: dict = {key: [] for key in fns}
+        cpu: dict = {key: [] for key in fns}
         for _ in range(args.repeats):
             for key, fn in fns.items():
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 fn()
                 times[key].append(time.perf_counter() - t0)
+                cpu[key].append(time.process_time() - c0)
         for phase in ("forward", "forward+backward"):
             a, b = spread(times[(phase, "ssd")]), spread(times[(phase, "mamba1")])
+            for row, impl in ((a, "ssd"), (b, "mamba1")):
+                row["cpu_median_ms"] = round(statistics.median(cpu[(phase, impl)]) * 1e3, 3)
             rows.append({"phase": phase, "numba_threads": threads, "ssd_scan_numba_cpu": a,
                          "selective_scan_numba_cpu_A_per_channel": b,
                          "speedup_median": round(b["median_ms"] / a["median_ms"], 2)})
             print(f"{threads} thr {phase:17s} ssd {a['median_ms']:8.2f} ms [{a['q1_ms']:.2f}, {a['q3_ms']:.2f}]  "
                   f"mamba-1 {b['median_ms']:8.2f} ms [{b['q1_ms']:.2f}, {b['q3_ms']:.2f}]  "
-                  f"x{rows[-1]['speedup_median']}")
+                  f"x{rows[-1]['speedup_median']}  (CPU time {a['cpu_median_ms']:.2f} vs {b['cpu_median_ms']:.2f} ms)")
     dim = heads * headdim
     exps = {"ssd_forward": batch * heads * L, "mamba1_forward": batch * dim * N * L,
             "ssd_per_element": 1 / (headdim * N), "mamba1_per_element": 1.0}

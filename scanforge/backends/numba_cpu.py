@@ -3,7 +3,8 @@
 Inputs are viewed as contiguous float32 NumPy arrays (bfloat16/float16 are converted: NumPy has no
 bfloat16). Forward and backward run parallel over (sequence, block of channels), by default
 vectorised over the block's channels in float32 (``LAYOUT="channels"``); the decode step computes in
-float64 scalars.
+float64 scalars. Mamba-2's scan (a spec of kind ``ssd``) has its own kernels and host code
+(:mod:`scanforge.backends.numba_cpu_ssd`), one parallel task per (sequence, head).
 
 Small calls run on one thread (:data:`SERIAL_WORK`): a parallel region ends when its slowest thread
 does, and on a machine whose cores are busy with other work a descheduled worker thread makes a

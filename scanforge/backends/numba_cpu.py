@@ -3,7 +3,8 @@
 Inputs are viewed as contiguous float32 NumPy arrays (bfloat16/float16 are converted: NumPy has no
 bfloat16). Forward and backward run parallel over (sequence, block of channels), by default
 vectorised over the block's channels in float32 (``LAYOUT="channels"``); the decode step computes in
-float64 scalars.
+float64 scalars. Mamba-2's scan (a spec of kind ``ssd``) has its own kernels and host code
+(:mod:`scanforge.backends.numba_cpu_ssd`), one parallel task per (sequence, head).
 
 Small calls run on one thread (:data:`SERIAL_WORK`): a parallel region ends when its slowest thread
 does, and on a machine whose cores are busy with other work a descheduled worker thread makes a
@@ -24,6 +25,7 @@ from ..kernels.ir import GatherSpec, ScanSpec
 from .base import Backend, ScanInputs, new_output
 from .configs import config_for, default_config
 from .host import empty_last_state, group_count, no_last_state_cotangent, scan_shape, scores_learn, sequence_rows
+from .numba_cpu_ssd import ssd_backward, ssd_forward, ssd_shape
 
 
 def _serial_work(default: float = float(1 << 22)) -> float:
@@ -123,6 +125,7 @@ def _common(inputs: ScanInputs):
 class NumbaCPUBackend(Backend):
     name = "numba_cpu"
     requires = "numba"
+    scan_kinds = ("scan", "ssd")
 
     def unsupported_reason(self, spec, device):
         if device.type != "cpu":
@@ -131,6 +134,8 @@ class NumbaCPUBackend(Backend):
 
     @codegen.rebuilds_damaged_cache
     def scan_forward(self, spec, inputs, config=None):
+        if spec.kind == "ssd":
+            return ssd_forward(spec, inputs, _module(spec, ssd_shape(inputs), config), _run)
         batch, dim, L = inputs.u.shape
         N = inputs.A.shape[1]
         y = _out((batch, dim, L))
@@ -143,6 +148,8 @@ class NumbaCPUBackend(Backend):
 
     @codegen.rebuilds_damaged_cache
     def scan_backward(self, spec, inputs, dy, dh_last, config=None):
+        if spec.kind == "ssd":
+            return ssd_backward(spec, inputs, dy, dh_last, _module(spec.adjoint(), ssd_shape(inputs), config), _run)
         module = _module(spec.adjoint(), scan_shape(inputs), config)
         batch, dim, L = inputs.u.shape
         N = inputs.A.shape[1]

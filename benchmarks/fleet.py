@@ -205,7 +205,7 @@ def main() -> None:
     import optuna
     import sqlalchemy
 
-    from scanforge.backends.base import cpu_name
+    from scanforge.backends.machine import cpu_name
 
     record = {
         "command": "python benchmarks/fleet.py " + " ".join(sys.argv[1:]),

@@ -30,7 +30,7 @@ os.environ.setdefault("SCANFORGE_CACHE_DIR", tempfile.mkdtemp(prefix="scanforge-
 
 import optuna  # noqa: E402
 
-from scanforge.backends.base import cpu_name  # noqa: E402
+from scanforge.backends.machine import cpu_name  # noqa: E402
 from scanforge.kernels.variants import MAMBA, variant_spec  # noqa: E402
 from scanforge.tuning.configs import default_config  # noqa: E402
 from scanforge.tuning.spaces import config_key, space_for  # noqa: E402

@@ -7,19 +7,17 @@ import functools
 import importlib.util
 import math
 import os
-import platform
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from functools import cache
-from importlib import metadata
 from typing import NamedTuple
 
 import torch
 
 from ..kernels import codegen
 from ..kernels.ir import GatherSpec, ScanSpec
+from .machine import cpu_name, gpu_name, version_of
 
 
 class ScanInputs(NamedTuple):
@@ -161,54 +159,6 @@ def new_output(shape, dtype: torch.dtype, device: torch.device | str = "cpu") ->
     if poison_outputs():
         return torch.full(shape, poison_value(dtype), dtype=dtype, device=device)
     return torch.empty(shape, dtype=dtype, device=device)
-
-
-@cache
-def machine_cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-@cache
-def cpu_name() -> str:
-    """The CPU model (``model name`` of /proc/cpuinfo on Linux), with the cores this process may use (not
-    torch's thread setting: a trial process that runs on fewer threads is still on the same machine)."""
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{name} x{machine_cores()} threads"
-
-
-@cache
-def gpu_name() -> str:
-    """The current GPU as a tuned config's key names it: an NVIDIA device with its compute capability
-    (``NVIDIA H100 80GB HBM3 sm_90``); on a ROCm build of PyTorch, an AMD device with its LLVM target and the
-    HIP version (``AMD Instinct MI300X gfx942 HIP 6.4.43484``), so that a config tuned on one architecture or
-    ROCm release is never taken for another."""
-    index = torch.cuda.current_device()
-    hip = getattr(torch.version, "hip", None)
-    if hip:
-        arch = str(getattr(torch.cuda.get_device_properties(index), "gcnArchName", "") or "").split(":")[0]
-        return f"{torch.cuda.get_device_name(index)} {arch or 'gfx?'} HIP {hip}"
-    major, minor = torch.cuda.get_device_capability(index)
-    return f"{torch.cuda.get_device_name(index)} sm_{major}{minor}"
-
-
-def version_of(distribution: str) -> str:
-    """The installed version of a distribution, or ``"absent"``."""
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "absent"
 
 
 class Backend(ABC):

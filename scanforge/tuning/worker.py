@@ -30,7 +30,7 @@ from multiprocessing import resource_tracker
 
 import torch
 
-from ..backends.base import machine_cores
+from ..backends.machine import machine_cores
 from .trials import Comparison, Interrupted, Task, TrialResult, TrialRunner
 
 #: How often a waiting parent looks at its stop event.

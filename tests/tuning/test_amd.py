@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from scanforge import backends
-from scanforge.backends import base
+from scanforge.backends import machine
 from scanforge.backends.numba_cuda import NumbaCUDABackend
 from scanforge.kernels.ir import GatherSpec, ScanSpec
 from scanforge.tuning import aot, capture, cuda_tools, fingerprint, spaces, targets
@@ -110,13 +110,13 @@ def rocm(monkeypatch):
         monkeypatch.setattr(torch.cuda, "get_device_properties",
                             lambda index=0: SimpleNamespace(gcnArchName=f"{arch}:sramecc+:xnack-", name=name))
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: (9, 4))
-        base.gpu_name.cache_clear()
+        machine.gpu_name.cache_clear()
         fingerprint.fingerprint.cache_clear()
         monkeypatch.setattr(backends.get("triton"), "runs_on_gpu", lambda: True)
         return fingerprint.fingerprint("triton")
 
     yield device
-    base.gpu_name.cache_clear()
+    machine.gpu_name.cache_clear()
     fingerprint.fingerprint.cache_clear()
 
 
@@ -134,7 +134,7 @@ def test_a_cache_tuned_on_mi300x_is_not_used_on_mi250x_nor_on_an_nvidia_card(roc
     mi300x = rocm("AMD Instinct MI300X", "gfx942")
     mi250x = rocm("AMD Instinct MI250X", "gfx90a")
     monkeypatch.setattr(torch.version, "hip", None)
-    base.gpu_name.cache_clear()
+    machine.gpu_name.cache_clear()
     fingerprint.fingerprint.cache_clear()
     h100 = fingerprint.fingerprint("triton")
     assert h100["device"].endswith("sm_94") and len({f["device"] for f in (mi300x, mi250x, h100)}) == 3

@@ -60,7 +60,7 @@ DEFAULT_WORKLOAD = {
     "cpu": [("selective_scan", MAMBA, ("fwd", "bwd"), [(2, 512, 1024, 16)]),
             ("selective_scan", "strided k=8", ("fwd",), [(2, 512, 1024, 16)]),
             ("topk_gather", "l2norm", ("fwd",), [(8, 576, 1024, 144)]),
-            ("ssd_scan", "ssd", ("fwd", "bwd"), [(1, 512, 1024, 64)])],
+            ("ssd_scan", "ssd", ("fwd",), [(1, 512, 1024, 64)])],
     "gpu": [("selective_scan", MAMBA, ("fwd", "bwd"),
              [(b, d, L, 16) for b in (1, 8) for d in (1536, 2048, 4096, 5120) for L in (512, 2048, 8192)]),
             ("selective_scan", "strided k=8", ("fwd", "bwd"), [(8, 2048, 2048, 16)]),

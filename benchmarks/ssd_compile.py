@@ -2,10 +2,11 @@
 registers / spill bytes (stack) / static MUFU.EX2 count. No GPU needed: the launches are recorded on ``meta``
 tensors (the backend's launch recorder) and compiled by :func:`scanforge.tuning.aot.compile_launch`.
 
-Shape: Mamba-2 2.7B-like, batch 2, 80 heads of headdim 64, N 128, 1 group, L 2048 (varlen: 2 sequences of 1024).
+Shape: Mamba-2 2.7B-like, batch 2, 80 heads of headdim 64, N 128, 1 group, L 2048 (varlen: 2 sequences of 2048 packed).
 
     python benchmarks/ssd_compile.py                       # the table: D, z, dt_bias, softplus; default configs
     python benchmarks/ssd_compile.py --variants all        # also plain / h0+last / varlen / reverse variants
+    python benchmarks/ssd_compile.py --kernels bwd         # only some launches: dt, fwd, bwd:dt, bwd:rerun, bwd
     python benchmarks/ssd_compile.py --fwd '{"CHUNK": 32, "BLOCK_P": 64, "BLOCK_N": 32, "num_warps": 4,
                                              "num_stages": 1}'
 """

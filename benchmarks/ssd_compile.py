@@ -2,10 +2,11 @@
 registers / spill bytes (stack) / static MUFU.EX2 count. No GPU needed: the launches are recorded on ``meta``
 tensors (the backend's launch recorder) and compiled by :func:`scanforge.tuning.aot.compile_launch`.
 
-Shape: Mamba-2 2.7B-like, batch 2, 80 heads of headdim 64, N 128, 1 group, L 2048 (varlen: 2 sequences of 1024).
+Shape: Mamba-2 2.7B-like, batch 2, 80 heads of headdim 64, N 128, 1 group, L 2048 (varlen: 2 sequences of 2048 packed).
 
     python benchmarks/ssd_compile.py                       # the table: D, z, dt_bias, softplus; default configs
     python benchmarks/ssd_compile.py --variants all        # also plain / h0+last / varlen / reverse variants
+    python benchmarks/ssd_compile.py --kernels bwd         # only some launches: dt, fwd, bwd:dt, bwd:rerun, bwd
     python benchmarks/ssd_compile.py --fwd '{"CHUNK": 32, "BLOCK_P": 64, "BLOCK_N": 32, "num_warps": 4,
                                              "num_stages": 1}'
 """
@@ -59,22 +60,28 @@ def _inputs(spec: ScanSpec, dtype, varlen: bool) -> ScanInputs:
 
 
 def launches(spec: ScanSpec, inputs: ScanInputs, fwd: dict, bwd: dict):
-    """The forward's launch, then the backward's: its forward rerun and the backward kernel."""
+    """(tag, launch) for the forward's launches, then the backward's: its prologue, forward rerun and backward
+    kernel. Tags: dt, fwd, bwd:dt, bwd:rerun, bwd, with the pass index appended for a bidirectional scan."""
     be = backends.get("triton")
-    recorded = []
-    with be.recording_launches(recorded):
+    fwd_rec, bwd_rec = [], []
+    with be.recording_launches(fwd_rec):
         be.scan_forward(spec, inputs, fwd)
-    with be.recording_launches(recorded):
+    with be.recording_launches(bwd_rec):
         dy = torch.empty(inputs.u.shape, dtype=inputs.u.dtype, device="meta")
         dh = torch.empty(inputs.u.shape[0], inputs.u.shape[1], N, device="meta") if spec.return_last_state else None
         try:
             be.scan_backward(spec, inputs, dy, dh, bwd)
         except Exception:  # the host's sums of the partials after the launches: not needed here
             pass
-    names = [launch.name for launch in recorded]
-    n_fwd = names.index("ssd_bwd_kernel") // 2  # launches per pass (bidirectional: one per pass)
-    tags = [f"{kind}{i}" for kind in ("fwd", "bwd:rerun", "bwd") for i in range(n_fwd)]
-    return zip((t.removesuffix("0") if n_fwd == 1 else t for t in tags), recorded)
+    kinds = {"ssd_dt_kernel": "dt", "ssd_fwd_kernel": "fwd", "ssd_bwd_kernel": "bwd"}
+    two_pass = len(spec.passes) == 2
+    for prefix, recorded in (("", fwd_rec), ("bwd:", bwd_rec)):
+        seen: dict[str, int] = {}
+        for launch in recorded:
+            kind = kinds[launch.name]
+            tag = "bwd" if kind == "bwd" else prefix + ("rerun" if prefix and kind == "fwd" else kind)
+            index = seen[tag] = seen.get(tag, -1) + 1
+            yield (f"{tag}{index}" if two_pass else tag), launch
 
 
 def main() -> None:
@@ -85,7 +92,7 @@ def main() -> None:
     p.add_argument("--dtypes", default="bf16,fp32")
     p.add_argument("--directions", default="causal,bidirectional")
     p.add_argument("--variants", default="full", help="comma list of " + ", ".join(VARIANTS) + "; or all")
-    p.add_argument("--kernels", default="fwd,bwd:rerun,bwd")
+    p.add_argument("--kernels", default="dt,fwd,bwd:dt,bwd:rerun,bwd")
     args = p.parse_args()
     variants = list(VARIANTS) if args.variants == "all" else args.variants.split(",")
     directions = ["causal", "reverse", "bidirectional"] if args.variants == "all" else args.directions.split(",")
@@ -105,7 +112,7 @@ def main() -> None:
                 for kernel, launch in launches(spec, _inputs(spec, DTYPES[dt_name], varlen), fwd, bwd):
                     if kernel.rstrip("01") not in args.kernels.split(","):
                         continue
-                    cfg = fwd if kernel.startswith("fwd") else bwd  # the rerun is the backward module's forward
+                    cfg = bwd if kernel.startswith("bwd") else fwd  # the rerun is the backward module's forward
                     cells = []
                     for tname in args.targets.split(","):
                         r = compile_launch(launch, target(tname))

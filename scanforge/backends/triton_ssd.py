@@ -28,6 +28,20 @@ def _state_size(inputs: ScanInputs) -> int:
     return inputs.B.shape[-2]
 
 
+def _through_softplus_and_clamp(spec: ScanSpec, inputs: ScanInputs, d_dt: torch.Tensor) -> torch.Tensor:
+    """The epilogue of the backward: d(delta + dt_bias) from the summed d(dt) of the clamped step. The kernels
+    read dt from the prologue (ssd_dt.j2), so the derivative of its bias, softplus and clamp is applied here,
+    once per (sequence, head, step): the gradient passes where lo <= softplus(raw) <= hi (as torch.clamp),
+    times softplus'(raw) = sigmoid(raw)."""
+    raw = inputs.delta.to(torch.float32)
+    if spec.has_delta_bias:
+        raw = raw + inputs.delta_bias.to(torch.float32)[:, None]
+    dt_in = torch.nn.functional.softplus(raw) if spec.softplus else raw
+    lo, hi = inputs.dt_limit
+    d_dt = d_dt * ((dt_in >= lo) & (dt_in <= hi))
+    return d_dt * torch.sigmoid(raw) if spec.softplus else d_dt
+
+
 def forward(spec: ScanSpec, inputs: ScanInputs, module: ModuleType) -> tuple[torch.Tensor, torch.Tensor]:
     """``(y, h_last)``: y like x (contiguous, x's dtype), h_last (batch, dim, N) fp32 or empty."""
     x = inputs.u
@@ -68,7 +82,7 @@ def backward(spec: ScanSpec, inputs: ScanInputs, dy: torch.Tensor, dh_last: torc
         dh = dh_last.to(torch.float32).contiguous()
     module.launch_backward(x, inputs.delta, A, inputs.B, inputs.C, inputs.D, inputs.z, inputs.delta_bias,
                            inputs.initial_state, inputs.dt_limit, dy, dh, grads, cu_seqlens=inputs.cu_seqlens)
-    d_raw = grads["dt_parts"].view(batch, heads, -1, L).sum(2)  # d(dt + dt_bias), per head and step
+    d_raw = _through_softplus_and_clamp(spec, inputs, grads["dt_parts"].view(batch, heads, -1, L).sum(2))
     result = {"u": grads["u"], "delta": d_raw, "A": grads["A_parts"].view(rows, heads, -1).sum((0, 2))}
     groups = group_count(inputs.B)
     for name in ("B", "C"):

@@ -57,9 +57,10 @@ class Job:
         return dataclasses.replace(self.base, dtype=dtype)
 
 
-def check_config(backend: str, fam: str, config: Mapping, source: str, vendor: str = "nvidia") -> dict:
-    """``config`` merged onto the family default (of ``vendor``'s space), refusing parameters or values outside
-    the space."""
+def check_config(backend: str, fam: str, config: Mapping, source: str, vendor: str = "nvidia",
+                 dtype: str = "float32") -> dict:
+    """``config`` merged onto the family default (of ``vendor``'s space, for ``dtype``), refusing parameters or
+    values outside the space."""
     space = space_for(backend, fam, vendor=vendor)
     for name, value in config.items():
         if name not in space.params:
@@ -67,7 +68,7 @@ def check_config(backend: str, fam: str, config: Mapping, source: str, vendor: s
                              f"(parameters: {sorted(space.params)})")
         if value not in space.params[name]:
             raise ValueError(f"{source}: [{fam}] {name} = {value!r} is not one of {list(space.params[name])}")
-    return {**space.default, **config}
+    return {**space.default_for(dtype), **config}
 
 
 def plan(backends: Iterable[str], targets: Iterable[str], *, kinds: Iterable[str] | None = None,
@@ -117,11 +118,14 @@ def _kind_jobs(backend, kind, shape, targets, variants, phases, dtypes, configs,
             base = dataclasses.replace(table[variant], phase=Phase(phase))
             fam = family(base)
             if space:
-                candidates = space_for(backend, fam, vendor=vendor).grid(shape)
-            else:
-                candidates = [check_config(backend, fam, (configs or {}).get(fam, {}), config_source, vendor)]
-            jobs += [Job(backend, variant, base, shape, tuple(sorted(c.items())), dtypes, targets)
-                     for c in candidates]
+                jobs += [Job(backend, variant, base, shape, tuple(sorted(c.items())), dtypes, targets)
+                         for c in space_for(backend, fam, vendor=vendor).grid(shape)]
+                continue
+            by_config: dict[tuple, list[str]] = {}  # dtypes whose defaults agree share a job
+            for dtype in dtypes:
+                c = check_config(backend, fam, (configs or {}).get(fam, {}), config_source, vendor, dtype)
+                by_config.setdefault(tuple(sorted(c.items())), []).append(dtype)
+            jobs += [Job(backend, variant, base, shape, c, tuple(ds), targets) for c, ds in by_config.items()]
     return jobs
 
 

@@ -21,7 +21,7 @@ def default_config(backend: str, spec: ScanSpec | GatherSpec) -> dict:
     spaces = backend_spaces(backend)
     if fam not in spaces:
         raise ValueError(f"autotune/{backend}.toml: no [{fam}] table")
-    return dict(spaces[fam].default)
+    return spaces[fam].default_for(spec.dtype)
 
 
 def resolve(backend: str, spec: ScanSpec | GatherSpec, shape: tuple[int, ...]) -> dict:

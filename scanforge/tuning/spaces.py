@@ -8,7 +8,9 @@ is a ``ValueError`` naming the file and the key, raised when the file is read, n
 A family may differ per GPU vendor: an ``[<family>.amd]`` (or ``.nvidia``) table with ``params`` and ``default``
 replaces or adds those parameters for that vendor (a 64-lane wavefront wants other ``num_warps``; AMD-only launch
 options such as ``waves_per_eu``). The space of a vendor is the family's table with its overlay applied, validated
-as a whole; :func:`backend_spaces` gives this machine's vendor's unless told (:func:`machine_vendor`).
+as a whole; :func:`backend_spaces` gives this machine's vendor's unless told (:func:`machine_vendor`). A
+``[<family>.<dtype>.default]`` table (dtype float32, float16 or bfloat16) overrides defaults for kernels of that
+dtype (:meth:`SearchSpace.default_for`): one tiling rarely fits the registers of float32 and bfloat16 alike.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import itertools
 import math
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -31,6 +33,7 @@ else:  # pragma: no cover
 import torch
 
 from .. import backends
+from ..kernels.ir import DTYPES
 
 #: Names a constraint may use besides the parameters: the scan shape (also that of the per-head decay scan, ``ssd_*``)
 #: and the gather shape.
@@ -56,6 +59,11 @@ class SearchSpace:
     params: Mapping[str, tuple]
     constraints: tuple[str, ...]
     default: Mapping[str, object]
+    dtype_defaults: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+
+    def default_for(self, dtype: str) -> dict:
+        """The default config of a kernel in ``dtype``: :attr:`default` with the family's dtype overrides."""
+        return {**self.default, **self.dtype_defaults.get(dtype, {})}
 
     @property
     def op(self) -> str:
@@ -160,10 +168,10 @@ def parse_family(source: str, family: str, table: object) -> SearchSpace:
     where = f"{source}: [{family}]"
     if not isinstance(table, dict):
         raise ValueError(f"{where}: expected a table, got {table!r}")
-    unknown = set(table) - {"params", "constraints", "default", *VENDORS}
+    unknown = set(table) - {"params", "constraints", "default", *VENDORS, *DTYPES}
     if unknown:
         raise ValueError(f"{where}: unknown keys {sorted(unknown)} (expected params, constraints, default, "
-                         f"or a vendor overlay: {', '.join(VENDORS)})")
+                         f"a vendor overlay ({', '.join(VENDORS)}) or a dtype's defaults ({', '.join(DTYPES)}))")
     params = table.get("params", {})
     if not isinstance(params, dict):
         raise ValueError(f"{where}.params: expected a table of parameter = [choices]")
@@ -188,7 +196,18 @@ def parse_family(source: str, family: str, table: object) -> SearchSpace:
         raise ValueError(f"{where}.constraints: expected a list of expressions")
     allowed = set(params) | set(SHAPE_NAMES[op]) | set(_FUNCTIONS)
     checked = tuple(_check_constraint(source, family, c, allowed) for c in constraints)
-    return SearchSpace(source, family, {k: tuple(v) for k, v in params.items()}, checked, dict(default))
+    by_dtype = {dtype: _dtype_default(where, dtype, table[dtype], params) for dtype in DTYPES if dtype in table}
+    return SearchSpace(source, family, {k: tuple(v) for k, v in params.items()}, checked, dict(default), by_dtype)
+
+
+def _dtype_default(where: str, dtype: str, table: object, params: dict) -> dict:
+    """A ``[<family>.<dtype>.default]`` table: some parameters, each one of its choices."""
+    if not isinstance(table, dict) or set(table) != {"default"} or not isinstance(table["default"], dict):
+        raise ValueError(f"{where}.{dtype}: expected only a [{dtype}.default] table, got {table!r}")
+    for name, value in table["default"].items():
+        if name not in params or value not in params[name]:
+            raise ValueError(f"{where}.{dtype}.default.{name}: {value!r} is not a parameter with that choice")
+    return dict(table["default"])
 
 
 def overlay(table: dict, vendor: str) -> dict:

@@ -104,7 +104,7 @@ def tune(task: Task, runner, *, trials: int = 20, budget_seconds: float | None =
     if budget_seconds is not None and not budget_seconds > 0:
         raise ValueError(f"budget_seconds: expected seconds > 0, got {budget_seconds!r}")
     space = space_for(task.backend, task.family, space_file)
-    default = dict(space.default) if space_file else default_config(task.backend, task.spec)
+    default = space.default_for(task.spec.dtype) if space_file else default_config(task.backend, task.spec)
     name = study_name(task)
     store = storage if isinstance(storage, optuna.storages.BaseStorage) else open_storage(storage)
     study = optuna.create_study(study_name=name, storage=store, direction="minimize", load_if_exists=True,

@@ -31,6 +31,12 @@ def test_constraints_filter_the_grid(tmp_path):
     assert space.violated({"BLOCK_D": 8}, (2, 64, 128, 4)) is None
 
 
+def test_a_dtype_default_overrides_the_family_default_for_that_dtype():
+    space = parse_file("x.toml", GOOD + "[scan_fwd.float32.default]\nBLOCK_D = 2\n")["scan_fwd"]
+    assert space.default_for("float32") == {"BLOCK_D": 2}
+    assert space.default_for("bfloat16") == space.default == {"BLOCK_D": 4}
+
+
 @pytest.mark.parametrize("text, message", [
     ("[scan_fwd\n", "not valid TOML"),
     (GOOD.replace("BLOCK_D = 4", "BLOCK_D = 3"), "scan_fwd].default.BLOCK_D: 3 is not one of its choices"),
@@ -42,6 +48,8 @@ def test_constraints_filter_the_grid(tmp_path):
     (GOOD + "[scan_fwd.tiles]\nX = 1\n", "unknown keys ['tiles']"),
     (GOOD.replace("[scan_fwd.default]\nBLOCK_D = 4\n", ""), "missing [scan_fwd.default]"),
     (GOOD.replace("scan_fwd", "conv_fwd"), "unknown kernel family"),
+    (GOOD + "[scan_fwd.float32.default]\nBLOCK_D = 16\n", "float32.default.BLOCK_D: 16 is not a parameter"),
+    (GOOD + "[scan_fwd.float32]\nBLOCK_D = 2\n", "expected only a [float32.default] table"),
 ])
 def test_a_malformed_space_names_the_file_and_key(text, message):
     with pytest.raises(ValueError, match="bad.toml") as info:

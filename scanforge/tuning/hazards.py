@@ -2,11 +2,17 @@
 
 **32-bit offsets.** Triton types an integer argument below 2**31 as int32, and int32 arithmetic wraps. Every kernel
 computes its batch offset in int64 (``tl.program_id(0).to(tl.int64)`` times the batch stride), so the batch count is
-not limited. Offsets *inside one batch row* are int32 in the scan kernels: ``offs_d * s_u_d + offs_l * s_u_l`` wraps
-once one row of u, delta, z or y holds 2**31 elements or more (dim x L >= 2**31, e.g. dim 2048 at L >= 2**20), or
-B/C (G x N x L) do. The top-k gather computes its token and column offsets in int64 whenever a row's span can pass
-2**31 (its launcher's ``WIDE``), and in int32 otherwise (a 64-bit offset costs registers). :func:`int32_offsets`
-names the tensors of a recorded launch whose in-row offsets can wrap.
+not limited. Offsets *inside one batch row* (``offs_d * s_u_d + offs_l * s_u_l``) would wrap once a row of u, delta,
+z or y holds 2**31 elements (dim x L >= 2**31, e.g. dim 2048 at L >= 2**20), or B/C do (G x N x L), or the scan's
+chunk-state buffer (chunks x rows x dim x N, indexed by chunk without a batch offset). Every Triton kernel therefore
+takes a constexpr ``WIDE``, set by its launcher (``_wide``) when a tensor argument's in-row span (:func:`in_row_span`)
+reaches 2**31, or the whole span of one indexed without a batch offset (A, D, delta_bias, the chunk states): then
+channel, state, step and chunk indices are int64, else int32 (a 64-bit offset costs registers; normal sizes compile
+to the kernels they were). The scans (forward, backward, pooled, decode) and the top-k gather do this; masked lanes
+past the end may wrap, but are never read or written. :func:`int32_offsets` names the tensors of a recorded launch
+whose offsets can wrap: none for a launch with ``WIDE=True``. Numba-CUDA kernels index arrays element by element with
+64-bit integers (``cuda.grid(1)`` and array shapes are int64, Numba casts every index to intp before it multiplies a
+stride, and its integer arithmetic promotes int32 values such as cu_seqlens to int64): no 32-bit offset.
 
 **Grid limits.** A grid's axis 0 holds up to 2**31 - 1 programs, axes 1 and 2 up to 65535 (CUDA; HIP's limits are
 larger). Scans: ``(batch rows, dim / BLOCK_D)`` - dim up to 65535 x BLOCK_D (131070 at the backward's default
@@ -46,14 +52,31 @@ def in_row_span(shape: tuple[int, ...], strides: tuple[int, ...]) -> int:
     return sum((n - 1) * abs(s) for n, s in zip(shape[1:], strides[1:]))
 
 
+#: Scan kernel arguments indexed without a batch offset: their whole span counts. The chunk states are 4-D (chunk,
+#: row, dim, N); a 3-D tensor in their place is the output standing in for a buffer the launch does not use.
+UNBATCHED = ("A_ptr", "D_ptr", "delta_bias_ptr", "dt_bias_ptr")
+CHUNK_STATES = ("states_ptr", "states_rev_ptr")
+#: A pooled scan's chunk buffers of window sums: indexed from the int64 batch index alone.
+INT64_INDEXED = ("acc_states_ptr", "accB_states_ptr", "cnt_states_ptr")
+
+
 def int32_offsets(launch: Launch) -> list[str]:
-    """The tensor arguments (by position) of a Triton launch whose offsets inside one batch row can pass 2**31
-    while the kernel computes them in int32 (no ``WIDE=True``): where a GPU run would read or write wrong memory."""
+    """The tensor arguments (by name) of a Triton launch whose offsets inside one batch row (or anywhere, for
+    :data:`UNBATCHED` and :data:`CHUNK_STATES`) can pass 2**31 while the kernel computes them in int32 (no
+    ``WIDE=True``): where a GPU run would read or write wrong memory."""
     if launch.backend != "triton" or launch.kwargs.get("WIDE"):
         return []
     names = list(getattr(launch.kernel, "arg_names", [])) or [f"arg{i}" for i in range(len(launch.args))]
-    return [name for name, arg in zip(names, launch.args)
-            if hasattr(arg, "stride") and arg.dim() > 1 and in_row_span(tuple(arg.shape), arg.stride()) >= 2**31]
+    flagged = []
+    for name, arg in zip(names, launch.args):
+        if not hasattr(arg, "stride") or name in INT64_INDEXED:
+            continue
+        whole = name in UNBATCHED or (name in CHUNK_STATES and arg.dim() == 4)
+        span = (in_row_span((1, *arg.shape), (0, *arg.stride())) if whole
+                else in_row_span(tuple(arg.shape), arg.stride()) if arg.dim() > 1 else 0)
+        if span >= 2**31:
+            flagged.append(name)
+    return flagged
 
 
 def grid_problems(grid: tuple[int, ...]) -> list[str]:

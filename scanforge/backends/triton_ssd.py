@@ -10,6 +10,7 @@ channel blocks, N, L) fp32 each.
 
 from __future__ import annotations
 
+import math
 from types import ModuleType
 
 import torch
@@ -17,6 +18,33 @@ import torch
 from ..kernels.ir import ScanSpec
 from .base import ScanInputs, new_output
 from .host import empty_last_state, group_count, no_last_state_cotangent, sequence_rows
+
+#: Offsets inside one row of a tensor are int32 in the SSD kernels (no ``WIDE`` variant yet, unlike the scans'):
+#: a call whose row would reach 2**31 elements is refused before any kernel runs.
+ROW_LIMIT = 2**31
+#: The sequence inputs a kernel reads with their own strides: one whose stride is neither 0, 1 nor a multiple of 16
+#: (a view users rarely make) is copied first, since Triton compiles another kernel for it that spills.
+_SEQUENCES = ("u", "delta", "B", "C", "z")
+
+
+def _plain(t: torch.Tensor | None) -> torch.Tensor | None:
+    """``t``, or a contiguous copy when one of its strides is odd (not 0, 1 or a multiple of 16)."""
+    odd = t is not None and any(s not in (0, 1) and s % 16 for s in t.stride())
+    return t.contiguous() if odd else t
+
+
+def _aligned(inputs: ScanInputs) -> ScanInputs:
+    return inputs._replace(**{n: _plain(getattr(inputs, n)) for n in _SEQUENCES})
+
+
+def _check_rows(shapes: dict[str, tuple[int, ...]]) -> None:
+    """Refuse a call where a tensor's batch row (every dimension but the first) reaches :data:`ROW_LIMIT`."""
+    for name, shape in shapes.items():
+        row = math.prod(shape[1:])
+        if row >= ROW_LIMIT:
+            raise ValueError(f"ssd_scan: {name} would hold {row} elements per batch row ({tuple(shape)}), past the "
+                             f"Triton kernels' 32-bit offsets (2**31); split the sequence and chain the calls with "
+                             f"initial_state / return_last_state")
 
 
 def ssd_shape(inputs: ScanInputs) -> tuple[int, ...]:
@@ -44,6 +72,8 @@ def _through_softplus_and_clamp(spec: ScanSpec, inputs: ScanInputs, d_dt: torch.
 
 def forward(spec: ScanSpec, inputs: ScanInputs, module: ModuleType) -> tuple[torch.Tensor, torch.Tensor]:
     """``(y, h_last)``: y like x (contiguous, x's dtype), h_last (batch, dim, N) fp32 or empty."""
+    inputs = _aligned(inputs)
+    _check_rows({"x": tuple(inputs.u.shape), "B": tuple(inputs.B.shape)})
     x = inputs.u
     batch, dim, L = x.shape
     y = new_output((batch, dim, L), x.dtype, x.device)
@@ -57,6 +87,7 @@ def forward(spec: ScanSpec, inputs: ScanInputs, module: ModuleType) -> tuple[tor
 def backward(spec: ScanSpec, inputs: ScanInputs, dy: torch.Tensor, dh_last: torch.Tensor | None,
              module: ModuleType) -> dict[str, torch.Tensor]:
     """Gradients by input name, each shaped like its input and in its dtype."""
+    inputs, dy = _aligned(inputs), _plain(dy)
     x, A = inputs.u, inputs.A
     batch, dim, L = x.shape
     heads, N = A.shape[0], _state_size(inputs)
@@ -64,6 +95,7 @@ def backward(spec: ScanSpec, inputs: ScanInputs, dy: torch.Tensor, dh_last: torc
     parts = heads * module.p_blocks(dim // heads)
     f32 = dict(dtype=torch.float32, device=x.device)
     two_pass = len(spec.passes) == 2  # its passes add into dx: keep fp32
+    _check_rows({"x": (batch, dim, L), "B's and C's partial gradients": (batch, parts, N, L)})
     grads = {
         "u": new_output((batch, dim, L), torch.float32 if two_pass else x.dtype, x.device),
         "dt_parts": new_output((batch, parts, L), **f32),

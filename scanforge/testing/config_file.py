@@ -12,8 +12,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-#: The kernel families a config file may name.
-FAMILIES = ("scan_fwd", "scan_bwd", "scan_decode", "gather_fwd", "gather_bwd")
+from .opkinds import OP_KINDS
+
+#: The kernel families a config file may name: every op kind's.
+FAMILIES = tuple(OP_KINDS)
 
 
 def read_table(path: str | Path) -> tuple[str, object]:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
+from .. import backends
 from ..backends.base import Launch
 from ..kernels.codegen import family
 from ..kernels.ir import GatherSpec, Phase, ScanSpec
@@ -116,6 +117,8 @@ def _kind_jobs(backend, kind, shape, targets, variants, phases, dtypes, configs,
             if phases and phase not in phases:
                 continue
             base = dataclasses.replace(table[variant], phase=Phase(phase))
+            if backends.get(backend).kind_missing(base):  # e.g. Numba-CUDA has no per-head decay scan
+                continue
             fam = family(base)
             if space:
                 jobs += [Job(backend, variant, base, shape, tuple(sorted(c.items())), dtypes, targets)

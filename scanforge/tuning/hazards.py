@@ -14,6 +14,11 @@ whose offsets can wrap: none for a launch with ``WIDE=True``. Numba-CUDA kernels
 64-bit integers (``cuda.grid(1)`` and array shapes are int64, Numba casts every index to intp before it multiplies a
 stride, and its integer arithmetic promotes int32 values such as cu_seqlens to int64): no 32-bit offset.
 
+Mamba-2's Triton kernels (``ssd_*.j2``) keep in-row offsets in int32 and have no ``WIDE`` variant yet: their host
+(``backends/triton_ssd.py``) refuses a call whose x or whose backward's per-head B/C partial gradients would hold
+2**31 elements per row (at the 2.7B shape: the backward past L ~ 52K, the forward past L ~ 419K), with a message
+that says to chain shorter calls through the states.
+
 **Grid limits.** A grid's axis 0 holds up to 2**31 - 1 programs, axes 1 and 2 up to 65535 (CUDA; HIP's limits are
 larger). Scans: ``(batch rows, dim / BLOCK_D)`` - dim up to 65535 x BLOCK_D (131070 at the backward's default
 BLOCK_D = 2, far above any Mamba width). Decode: the same. Gather forward: ``(batch, SPLITS <= 4)``. Gather backward:

@@ -217,3 +217,20 @@ def test_triton_runs_the_per_head_decay_scan():
                           return_last_state=False)
     assert spec.kind == "ssd"
     assert backends.get("triton").unsupported_reason(spec, torch.device(DEVICE)) is None
+
+
+def test_a_row_past_32_bit_offsets_is_refused_before_any_kernel_runs():
+    from scanforge.backends import triton_ssd
+
+    with pytest.raises(ValueError, match=r"ssd_scan: x would hold 3072000000 elements per batch row .*\(2\*\*31\)"):
+        triton_ssd._check_rows({"x": (1, 5120, 600_000)})
+    triton_ssd._check_rows({"x": (8, 5120, 8192)})  # a Mamba-2 2.7B batch: fine
+
+
+def test_an_odd_stride_is_copied_before_the_kernels_and_others_are_not():
+    from scanforge.backends import triton_ssd
+
+    odd = torch.randn(2, 30, 40).transpose(1, 2)[:, ::3]  # strides (1200, 3, 40)
+    assert triton_ssd._plain(odd).is_contiguous()
+    view = torch.randn(2, 64, 48).transpose(1, 2)  # the mamba-ssm layout: strides (3072, 1, 64)
+    assert triton_ssd._plain(view) is view

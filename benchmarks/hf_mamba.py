@@ -1,10 +1,11 @@
 """transformers' MambaForCausalLM / Mamba2ForCausalLM with and without scanforge's switch, in one run.
 
     python benchmarks/hf_mamba.py [--layers 24] [--hidden 768] [--seq 512] [--new-tokens 64] [--quick]
-    python benchmarks/hf_mamba.py --mamba2 [--layers 4] [--hidden 256] [--seq 512] [--new-tokens 32] [--quick]
+    python benchmarks/hf_mamba.py --mamba2 [--layers 24] [--hidden 768] [--seq 512] [--new-tokens 64] [--quick]
 
 Mamba-1: random weights at the mamba-130m shape (hidden 768, 24 layers, state 16, vocab 50280). Mamba-2
-(``--mamba2``): a small random config (state 64, head_dim 32, one group, vocab 50280). Batch 1: a forward over
+(``--mamba2``): the mamba2-130m shape (hidden 768, 24 layers, state 128, head_dim 64, one group, chunk 256, vocab
+50280). Batch 1: a forward over
 ``--seq`` tokens (no grad) and ``generate()`` of ``--new-tokens`` greedy tokens after a ``--seq``-token prompt
 (prefill + decode steps with the cache). The same model object is timed with the switch off (transformers' own
 path: without mamba-ssm, its PyTorch fallback) and on. Writes benchmarks/results/hf_mamba.json or hf_mamba2.json
@@ -38,10 +39,11 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     if args.mamba2:
-        args.layers, args.hidden, args.new_tokens = args.layers or 4, args.hidden or 256, args.new_tokens or 32
-        state, name = 64, "hf_mamba2"
+        args.layers, args.hidden, args.new_tokens = args.layers or 24, args.hidden or 768, args.new_tokens or 64
+        state, name = 128, "hf_mamba2"
         config = Mamba2Config(hidden_size=args.hidden, num_hidden_layers=args.layers, state_size=state, expand=2,
-                              head_dim=32, num_heads=2 * args.hidden // 32, n_groups=1, chunk_size=256)
+                              head_dim=64, num_heads=2 * args.hidden // 64, n_groups=1, chunk_size=256,
+                              vocab_size=50280)
         model, apply, revert = Mamba2ForCausalLM(config), hf.apply_scanforge_to_mamba2, hf.revert_scanforge_to_mamba2
     else:
         args.layers, args.hidden, args.new_tokens = args.layers or 24, args.hidden or 768, args.new_tokens or 64

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY_SHAPES = {"selective_scan": (1, 16, 32, 4), "topk_gather": (1, 32, 16, 8)}
+TINY_SHAPES = {"selective_scan": (1, 16, 32, 4), "topk_gather": (1, 32, 16, 8), "ssd_scan": (1, 16, 32, 4)}
 
 
 def parse(argv=None) -> argparse.Namespace:

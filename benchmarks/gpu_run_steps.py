@@ -19,7 +19,7 @@ from scanforge.tuning import bounds
 from scanforge.tuning.targets import device_target
 from scanforge.tuning.timing import timer_for
 
-TINY = {"selective_scan": (1, 16, 32, 4), "topk_gather": (1, 32, 16, 8)}
+TINY = {"selective_scan": (1, 16, 32, 4), "topk_gather": (1, 32, 16, 8), "ssd_scan": (1, 16, 32, 4)}
 
 
 def device_info() -> dict:
@@ -51,15 +51,18 @@ def mamba_baseline(build: dict, out) -> dict:
         return {**build, "status": f"skipped: needs a CUDA GPU ({build.get('status', 'not built')})"}
     try:
         module = importlib.import_module("mamba_ssm.ops.selective_scan_interface")
+        ssd = importlib.import_module("mamba_ssm.ops.triton.ssd_combined")  # Mamba-2: Triton, no build
     except Exception as e:  # noqa: BLE001 - absent or built for another torch
         return {**build, "status": f"skipped: mamba_ssm not importable ({type(e).__name__}: {e})"[:300]}
-    return {**build, "status": "ok", "module": module}
+    return {**build, "status": "ok", "module": module, "ssd": ssd}
 
 
 def _mamba_call(mamba: dict, spec, inputs, phase: str):
     """mamba-ssm's scan on the same inputs, or None where it has no such kernel."""
     if mamba.get("status") != "ok" or phase not in ("fwd", "bwd") or spec.direction.value != "causal" or spec.pooled:
         return None
+    if spec.kind == "ssd":
+        return _mamba2_call(mamba["ssd"].mamba_chunk_scan_combined, spec, inputs, phase)
     fn = mamba["module"].selective_scan_fn
     x = inputs
     if phase == "fwd":
@@ -68,6 +71,24 @@ def _mamba_call(mamba: dict, spec, inputs, phase: str):
     y = fn(*leaves, x.D, x.z, x.delta_bias, spec.softplus)
     dy = torch.randn_like(y)
     return lambda: torch.autograd.grad(y, leaves, dy, retain_graph=True)
+
+
+def _mamba2_call(fn, spec, x, phase: str):
+    """mamba-ssm's ``mamba_chunk_scan_combined`` (chunk 256) on the same per-head inputs, in its layouts."""
+    batch, dim, L = x.u.shape
+    heads = x.A.shape[0]
+    seq = lambda t: t.transpose(1, 2).reshape(batch, L, heads, dim // heads)  # noqa: E731
+    bc = lambda t: (t if t.dim() == 4 else t[:, None]).permute(0, 3, 1, 2)  # noqa: E731
+    D = None if x.D is None else x.D.view(heads, -1)
+    leaves = [seq(x.u).detach().requires_grad_(phase == "bwd"), x.delta.transpose(1, 2).detach().requires_grad_(
+        phase == "bwd"), bc(x.B), bc(x.C)]
+    call = lambda: fn(leaves[0], leaves[1], x.A, leaves[2], leaves[3], 256, D=D,  # noqa: E731
+                      z=None if x.z is None else seq(x.z), dt_bias=x.delta_bias, dt_softplus=spec.softplus)
+    if phase == "fwd":
+        return call
+    y = call()
+    dy = torch.randn_like(y)
+    return lambda: torch.autograd.grad(y, leaves[:2], dy, retain_graph=True)
 
 
 def _row(kernel: str, spec, shape, seconds: float, baselines: dict) -> dict:
@@ -107,7 +128,7 @@ def time_workload(tiny: bool, mamba: dict) -> list[dict]:
             kernel = kind.prove(triton_backend, spec, inputs, seed=0).call
             ref = kind.prove(reference, spec, inputs, seed=0).call
             baselines = {"reference": timer(lambda ref=ref: ref(None))}
-            mamba_call = _mamba_call(mamba, spec, inputs, phase) if variant == MAMBA else None
+            mamba_call = _mamba_call(mamba, spec, inputs, phase) if variant in (MAMBA, "ssd") else None
             if mamba_call is not None:
                 baselines["mamba_ssm"] = timer(mamba_call)
             label = f"{family(spec)} {variant} {spec.dtype} {'x'.join(map(str, shape))}"

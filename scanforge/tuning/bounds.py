@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..kernels.ir import GatherSpec, Phase, ScanSpec
+from ..testing.ssd_kinds import heads_of
 from .compile_plan import KINDS
 
 
@@ -52,7 +53,10 @@ def work(spec: ScanSpec | GatherSpec, shape: tuple[int, ...]) -> dict[str, float
     a strided scan updates every k-th step, a gated one is counted as if every step fired (its
     rate depends on the data); bidirectional does both directions. The backward reads the
     forward's inputs and dy, writes their gradients (dB, dC in float32), and recomputes the
-    states (two exponentials and ~18 flops per update). Gathers move the kept rows and read x.
+    states (two exponentials and ~18 flops per update). Mamba-2's scan (a per-head decay) moves the same bytes
+    (dt per head) but takes one exponential per (head, step) (heads: :func:`scanforge.testing.ssd_kinds.heads_of`);
+    its products run on tensor cores, whose rate the cards here do not give, so its flops are left out of the floor
+    (a floor must stay a lower bound). Gathers move the kept rows and read x.
     """
     e = _BYTES[spec.dtype]
     if isinstance(spec, GatherSpec):
@@ -68,6 +72,14 @@ def work(spec: ScanSpec | GatherSpec, shape: tuple[int, ...]) -> dict[str, float
                 "flops": 6 * batch * dim * N}
     seq_tensors = 3 + spec.has_z  # u, delta, y (+ z)
     bc = 2 * batch * N * L * e
+    if spec.kind == "ssd":
+        steps = batch * heads_of(dim) * L * len(spec.passes)
+        seq_bytes = (2 + spec.has_z) * elements * e + batch * heads_of(dim) * L * e  # x, y (+ z); dt per head
+        if spec.phase is Phase.FORWARD:
+            return {"bytes": seq_bytes + bc, "exps": steps * (1 + spec.softplus), "flops": 0}
+        grads = (1 + spec.has_z) * elements * e + batch * heads_of(dim) * L * e  # dx (+ dz), ddt
+        return {"bytes": 2 * seq_bytes + grads + bc + 2 * batch * N * L * 4, "exps": steps * (2 + spec.softplus),
+                "flops": 0}
     if spec.phase is Phase.FORWARD:
         return {"bytes": seq_tensors * elements * e + bc, "exps": updates + elements * spec.softplus,
                 "flops": 6 * updates}

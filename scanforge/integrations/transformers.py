@@ -13,7 +13,6 @@ installed fallback restarts from zeros there.
 
 from __future__ import annotations
 
-import types
 from collections.abc import Callable
 
 import torch
@@ -25,14 +24,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("scanforge.integrations.transformers needs transformers >= 5.21: "
                       "pip install 'scanforge[hf]'") from exc
 
-from .. import backends, decode, ops
-from .hf_common import check_version, conv_and_activate, masked, with_accelerate_hooks
+from .. import decode, ops
+from .hf_common import MixerSwitch, conv_and_activate, masked, with_accelerate_hooks
 
 __all__ = ["apply_scanforge_to_mamba", "apply_scanforge_to_mamba2", "is_scanforge_applied",
            "is_scanforge_applied_to_mamba2", "revert_scanforge_to_mamba", "revert_scanforge_to_mamba2"]
 
-_ATTR = "_scanforge_backend"  # set on patched forwards (the backend name, or None for the device's choice)
-_original_forward: Callable | None = None
 
 
 def _make_forward(backend: str | None) -> Callable:
@@ -69,13 +66,10 @@ def _make_forward(backend: str | None) -> Callable:
                 cache.update_recurrent_state(last_state, layer)
         return self.out_proj(y.transpose(1, 2).to(dtype))
 
-    forward = with_accelerate_hooks(forward, ["conv1d", "dt_proj"])
-    setattr(forward, _ATTR, backend)
-    return forward
+    return with_accelerate_hooks(forward, ["conv1d", "dt_proj"])
 
 
-def _mixers(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if isinstance(m, modeling_mamba.MambaMixer)]
+_SWITCH = MixerSwitch(modeling_mamba.MambaMixer, _make_forward, "apply_scanforge_to_mamba")
 
 
 def apply_scanforge_to_mamba(model: nn.Module | None = None, *, backend: str | None = None) -> nn.Module | None:
@@ -89,48 +83,18 @@ def apply_scanforge_to_mamba(model: nn.Module | None = None, *, backend: str | N
 
     Returns the model (None when switching the class). Undo with :func:`revert_scanforge_to_mamba`.
     """
-    global _original_forward
-    check_version("apply_scanforge_to_mamba")
-    if backend is not None and not isinstance(backend, str):
-        raise TypeError(f"backend: expected None or a backend name, got {backend!r}")
-    if backend is not None:
-        backends.get(backend)  # an unknown name fails here, not at the first forward
-    forward = _make_forward(backend)
-    if model is None:
-        if _original_forward is None:
-            _original_forward = modeling_mamba.MambaMixer.forward
-        modeling_mamba.MambaMixer.forward = forward
-        return None
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected a torch.nn.Module or None, got {type(model).__name__}")
-    mixers = _mixers(model)
-    if not mixers:
-        raise ValueError(f"model: expected a model with transformers' MambaMixer layers, "
-                         f"found none in {type(model).__name__}")
-    for mixer in mixers:
-        mixer.forward = types.MethodType(forward, mixer)
-    return model
+    return _SWITCH.apply(model, backend)
 
 
 def revert_scanforge_to_mamba(model: nn.Module | None = None) -> nn.Module | None:
     """Undo :func:`apply_scanforge_to_mamba`: for ``model``'s mixers (their per-model setting is
     removed), or for the class when model is None. Reverting what was not switched does nothing."""
-    global _original_forward
-    if model is None:
-        if _original_forward is not None:
-            modeling_mamba.MambaMixer.forward = _original_forward
-            _original_forward = None
-        return None
-    for mixer in _mixers(model):
-        if hasattr(mixer.__dict__.get("forward"), _ATTR):
-            del mixer.forward
-    return model
+    return _SWITCH.revert(model)
 
 
 def is_scanforge_applied(mixer: nn.Module) -> bool:
     """Whether this MambaMixer (or every mixer of this model) runs on scanforge."""
-    mixers = _mixers(mixer)
-    return bool(mixers) and all(hasattr(m.forward, _ATTR) for m in mixers)
+    return _SWITCH.applied(mixer)
 
 
 from .transformers_mamba2 import (  # noqa: E402  (Mamba-2's switch, under the same module)

@@ -12,7 +12,6 @@ Not covered: a cache that keeps intermediate recurrent states (speculative decod
 
 from __future__ import annotations
 
-import types
 from collections.abc import Callable
 
 import torch
@@ -24,13 +23,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("scanforge.integrations.transformers needs transformers >= 5.21: "
                       "pip install 'scanforge[hf]'") from exc
 
-from .. import backends, decode, ssd
-from .hf_common import check_version, conv_and_activate, masked, with_accelerate_hooks
+from .. import decode, ssd
+from .hf_common import MixerSwitch, conv_and_activate, masked, with_accelerate_hooks
 
 __all__ = ["apply_scanforge_to_mamba2", "is_scanforge_applied_to_mamba2", "revert_scanforge_to_mamba2"]
 
-_ATTR = "_scanforge_backend"  # set on patched forwards (the backend name, or None for the device's choice)
-_original_forward: Callable | None = None
 
 
 def _decode_step(self, state: torch.Tensor, x, dt, A, B, C, backend) -> torch.Tensor:
@@ -82,13 +79,10 @@ def _make_forward(backend: str | None) -> Callable:
                 cache.update_recurrent_state(result[1], layer)
         return self.out_proj(self.norm(y, gate).to(dtype))
 
-    forward = with_accelerate_hooks(forward, ["conv1d"])
-    setattr(forward, _ATTR, backend)
-    return forward
+    return with_accelerate_hooks(forward, ["conv1d"])
 
 
-def _mixers(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if isinstance(m, modeling_mamba2.Mamba2Mixer)]
+_SWITCH = MixerSwitch(modeling_mamba2.Mamba2Mixer, _make_forward, "apply_scanforge_to_mamba2")
 
 
 def apply_scanforge_to_mamba2(model: nn.Module | None = None, *, backend: str | None = None) -> nn.Module | None:
@@ -101,44 +95,15 @@ def apply_scanforge_to_mamba2(model: nn.Module | None = None, *, backend: str | 
 
     Returns the model (None when switching the class). Undo with :func:`revert_scanforge_to_mamba2`.
     """
-    global _original_forward
-    check_version("apply_scanforge_to_mamba2")
-    if backend is not None and not isinstance(backend, str):
-        raise TypeError(f"backend: expected None or a backend name, got {backend!r}")
-    if backend is not None:
-        backends.get(backend)  # an unknown name fails here, not at the first forward
-    forward = _make_forward(backend)
-    if model is None:
-        if _original_forward is None:
-            _original_forward = modeling_mamba2.Mamba2Mixer.forward
-        modeling_mamba2.Mamba2Mixer.forward = forward
-        return None
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected a torch.nn.Module or None, got {type(model).__name__}")
-    mixers = _mixers(model)
-    if not mixers:
-        raise ValueError(f"model: expected a model with transformers' Mamba2Mixer layers, "
-                         f"found none in {type(model).__name__}")
-    for mixer in mixers:
-        mixer.forward = types.MethodType(forward, mixer)
-    return model
+    return _SWITCH.apply(model, backend)
 
 
 def revert_scanforge_to_mamba2(model: nn.Module | None = None) -> nn.Module | None:
     """Undo :func:`apply_scanforge_to_mamba2` for ``model``'s mixers, or for the class when model is None."""
-    global _original_forward
-    if model is None:
-        if _original_forward is not None:
-            modeling_mamba2.Mamba2Mixer.forward = _original_forward
-            _original_forward = None
-        return None
-    for mixer in _mixers(model):
-        if hasattr(mixer.__dict__.get("forward"), _ATTR):
-            del mixer.forward
-    return model
+    return _SWITCH.revert(model)
 
 
 def is_scanforge_applied_to_mamba2(model: nn.Module) -> bool:
     """Whether every Mamba2Mixer of ``model`` (or this mixer) runs on scanforge."""
-    mixers = _mixers(model)
-    return bool(mixers) and all(hasattr(m.forward, _ATTR) for m in mixers)
+    return _SWITCH.applied(model)
+
